@@ -1,0 +1,155 @@
+"""Guidance: how the noise predictions of one step are combined (PAG, CFG, CFG + PAG).
+
+PAG (Ahn et al. 2024), diffusers' convention:   eps_guided = eps + s (eps - eps_perturbed),  s = 0: off.
+CFG + PAG:   eps_guided = eps_u + w (eps_c - eps_u) + s (eps_c - eps_c_perturbed).
+
+In inverse problems the sampler step uses eps_guided while the data-consistency gradient uses x0_hat
+from the *unguided* eps (PSLD_PAG, paper App. 0.A.3 / 0.C.1); ``PAG.x0_from="guided"`` is the ablation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from priors import DiffusionPrior, SharedPrefix, perturbed_self_attention
+
+PAG_MODES = ("shared_prefix", "no_grad", "naive")
+
+
+@dataclass(frozen=True)
+class PAG:
+    """Perturbed-Attention Guidance settings.
+
+    scale: s in eps + s (eps - eps_perturbed) (the official ADM code's g is s + 1).
+    layers: self-attention layers to perturb (module paths or LDM aliases, matched exactly).
+    adaptive_scale: a in s_t = max(0, s - a (1000 - t)) (diffusers' ``pag_adaptive_scale``).
+    x0_from: "unguided" (the paper's choice: the data term sees x0_hat from eps) or "guided" (ablation).
+    mode: how the perturbed pass runs. "shared_prefix" (default): no autograd graph, and the computation
+        before the first perturbed layer is reused from the normal pass; "no_grad": a full pass without
+        graph; "naive": a full pass with graph, like the PSLD_PAG reference (for benchmarks).
+    """
+
+    scale: float
+    layers: tuple[str, ...]
+    adaptive_scale: float = 0.0
+    x0_from: str = "unguided"
+    mode: str = "shared_prefix"
+
+    def __post_init__(self) -> None:
+        layers = (self.layers,) if isinstance(self.layers, str) else tuple(self.layers)
+        object.__setattr__(self, "layers", layers)
+        if self.scale < 0:
+            raise ValueError(f"PAG scale must be >= 0, got {self.scale}")
+        if self.scale > 0 and not layers:
+            raise ValueError("PAG needs at least one self-attention layer to perturb")
+        if self.x0_from not in ("unguided", "guided"):
+            raise ValueError(f"x0_from must be 'unguided' or 'guided', got {self.x0_from!r}")
+        if self.mode not in PAG_MODES:
+            raise ValueError(f"PAG mode must be one of {PAG_MODES}, got {self.mode!r}")
+
+    def scale_at(self, t: int) -> float:
+        """s_t = max(0, s - a (1000 - t))."""
+        return max(0.0, self.scale - self.adaptive_scale * (1000 - int(t)))
+
+
+@dataclass
+class NoisePrediction:
+    """The noise predictions of one step.
+
+    eps: unguided (CFG-combined when a prompt is used, never PAG-guided): the data term's x0_hat comes from it.
+    eps_guided: what the sampler step uses (eps when no guidance is active at this step).
+    var_values: learned-range variance channels of the unperturbed conditional pass (ADM), else None.
+    eps_perturbed: the perturbed prediction (None when PAG is inactive at this step).
+    """
+
+    eps: Tensor
+    eps_guided: Tensor
+    var_values: Tensor | None = None
+    eps_perturbed: Tensor | None = field(default=None, repr=False)
+
+
+class NoisePredictor:
+    """Runs the prior for one step and combines the predictions (one object per sampling run).
+
+    cond / uncond / cfg_scale: classifier-free guidance for prompted latent priors. With ``cond=None``
+    the prior's own default conditioning is used and no CFG pass runs (an empty prompt needs none).
+    """
+
+    def __init__(
+        self,
+        prior: DiffusionPrior,
+        pag: PAG | None = None,
+        *,
+        cond: object | None = None,
+        uncond: object | None = None,
+        cfg_scale: float = 1.0,
+    ):
+        self.prior = prior
+        self.pag = pag if pag is not None and pag.scale > 0 else None
+        self.cond = cond
+        self.uncond = uncond
+        self.cfg_scale = float(cfg_scale)
+        if self.use_cfg and uncond is None:
+            raise ValueError("classifier-free guidance needs both cond and uncond")
+        self.layers: list[str] = []
+        if self.pag is not None:
+            self.layers = prior.resolve_layers(self.pag.layers)
+            network = prior.network
+            self._layer_modules = [network.get_submodule(n) for n in self.layers]
+
+    @property
+    def use_cfg(self) -> bool:
+        return self.cond is not None and self.cfg_scale != 1.0
+
+    def _perturbed(self, x_t: Tensor, t: int, cond: object | None, record: SharedPrefix | None):
+        """The perturbed pass: identity attention on the chosen layers."""
+        grad = self.pag.mode == "naive"
+        with (
+            torch.set_grad_enabled(grad and torch.is_grad_enabled()),
+            perturbed_self_attention(self.prior, self.layers),
+        ):
+            if record is None:
+                return self.prior(x_t, t, cond)
+            with record.replay():
+                return self.prior(x_t, t, cond)
+
+    def __call__(self, x_t: Tensor, t: int) -> NoisePrediction:
+        s = self.pag.scale_at(t) if self.pag is not None else 0.0
+        shared = None
+        if s > 0 and self.pag.mode == "shared_prefix":
+            shared = SharedPrefix(self.prior.network, self._layer_modules, key=(tuple(x_t.shape[1:]),))
+
+        def conditional_pass():
+            if shared is None:
+                return self.prior(x_t, t, self.cond)
+            with shared.record():
+                return self.prior(x_t, t, self.cond)
+
+        out = conditional_pass()
+        eps_c = out.eps
+        eps = eps_c
+        if self.use_cfg:
+            eps_u = self.prior(x_t, t, self.uncond).eps
+            eps = eps_u + self.cfg_scale * (eps_c - eps_u)
+        if s == 0:
+            return NoisePrediction(eps=eps, eps_guided=eps, var_values=out.var_values)
+        eps_perturbed = self._perturbed(x_t, t, self.cond, shared).eps
+        eps_guided = eps + s * (eps_c - eps_perturbed)
+        if self.pag.x0_from == "guided":
+            eps = eps_guided
+        return NoisePrediction(eps=eps, eps_guided=eps_guided, var_values=out.var_values, eps_perturbed=eps_perturbed)
+
+
+def as_pag(value: PAG | dict | None, default_layers: Sequence[str] = ()) -> PAG | None:
+    """Build a PAG from a config mapping ({scale, layers, adaptive_scale, ...}); None or scale 0 -> None."""
+    if value is None or isinstance(value, PAG):
+        return value if value is None or value.scale > 0 else None
+    cfg = dict(value)
+    if float(cfg.get("scale", 0.0)) == 0:
+        return None
+    cfg.setdefault("layers", tuple(default_layers))
+    return PAG(**cfg)
