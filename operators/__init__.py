@@ -4,6 +4,7 @@ from .base import NoiseSpec, Operator, as_noise_model
 from .inpaint import BoxInpainting, Inpainting, RandomInpainting
 from .noise import GaussianNoise, NoiseModel, NoNoise, PoissonNoise, make_noise
 from .random import as_generator_list, generators_from_seeds, parameter_generators, randn
+from .resize import SuperResolution
 
 __all__ = [
     "BoxInpainting",
@@ -15,6 +16,7 @@ __all__ = [
     "Operator",
     "PoissonNoise",
     "RandomInpainting",
+    "SuperResolution",
     "as_generator_list",
     "as_noise_model",
     "generators_from_seeds",
