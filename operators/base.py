@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
-from .noise import GaussianNoise, NoiseModel
+from .noise import GaussianNoise, NoiseModel, make_noise
 from .random import Generators
+
+#: what ``noise=`` accepts: a model, a config mapping such as ``{"name": "gaussian", "sigma": 0.05}``, or None
+NoiseSpec = NoiseModel | Mapping[str, Any] | None
+
+
+def as_noise_model(noise: NoiseSpec) -> NoiseModel:
+    """A ``NoiseModel`` from ``noise=``: None is the DPS default (Gaussian, sigma 0.05 on [-1, 1])."""
+    if noise is None:
+        return GaussianNoise(0.05)
+    if isinstance(noise, NoiseModel):
+        return noise
+    if isinstance(noise, Mapping):
+        config = dict(noise)
+        if "name" not in config:
+            raise ValueError(f"a noise mapping needs a 'name' key ('gaussian', 'poisson', 'none'), got {config}")
+        return make_noise(config.pop("name"), **config)
+    raise TypeError(f"noise must be a NoiseModel, a mapping with a 'name' key, or None; got {type(noise).__name__}")
 
 
 class Operator(nn.Module):
@@ -25,9 +45,9 @@ class Operator(nn.Module):
     #: registry name, set by subclasses
     name: str = "operator"
 
-    def __init__(self, noise: NoiseModel | None = None):
+    def __init__(self, noise: NoiseSpec = None):
         super().__init__()
-        self.noise = noise if noise is not None else GaussianNoise(0.05)
+        self.noise = as_noise_model(noise)
 
     # -- to implement -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # A x

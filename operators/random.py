@@ -56,3 +56,28 @@ def randn(
     samples = [torch.randn(rest, generator=g, device=g.device, dtype=torch.float32) for g in gens]
     out = torch.stack(samples) if samples else torch.empty((0, *rest))
     return out.to(device=device if device is not None else out.device, dtype=dtype)
+
+
+def parameter_generators(generator: Generators | None, *, what: str) -> list[torch.Generator]:
+    """Generators for drawing an operator's random parameters (masks, kernels).
+
+    A single generator draws one parameter set that broadcasts over any batch; a list of B generators draws
+    B sets, one per image (image ``i`` gets exactly what it would get from its own generator alone).
+    """
+    if generator is None:
+        raise ValueError(
+            f"{what} is random and needs an explicit generator: pass generator=torch.Generator().manual_seed(seed) "
+            "(one draw shared by the whole batch) or a list with one generator per image"
+        )
+    if isinstance(generator, torch.Generator):
+        return [generator]
+    generators = list(generator)
+    if not generators or not all(isinstance(g, torch.Generator) for g in generators):
+        raise TypeError(f"{what}: generator must be a torch.Generator or a non-empty list of them")
+    return generators
+
+
+def rand_scalar(generator: torch.Generator, low: float = 0.0, high: float = 1.0) -> float:
+    """One draw from U(low, high) in float64, taken on the generator's device."""
+    u = torch.rand((), generator=generator, device=generator.device, dtype=torch.float64).item()
+    return low + (high - low) * u
