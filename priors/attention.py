@@ -9,6 +9,7 @@ UNets also accept the LDM names used in the papers (``input_blocks.8.1`` ...), s
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -22,10 +23,12 @@ def _adm_attention_type():
 
 
 def _diffusers_attention_type():
-    try:
-        from diffusers.models.attention_processor import Attention
-    except ImportError:  # diffusers is a dependency, but keep ADM-only use independent of it
+    # A module can only be a diffusers Attention if diffusers is already imported: checking sys.modules
+    # first keeps ADM-only use from paying diffusers' multi-second import.
+    if "diffusers" not in sys.modules:
         return None
+    from diffusers.models.attention_processor import Attention
+
     return Attention
 
 
@@ -52,10 +55,10 @@ def self_attention_layers(model: nn.Module) -> dict[str, nn.Module]:
 def layer_aliases(model: nn.Module) -> dict[str, str]:
     """Alternative names accepted for this network's layers (LDM names for SD UNets)."""
     network = _network(model)
-    try:
-        from diffusers import UNet2DConditionModel
-    except ImportError:
+    if "diffusers" not in sys.modules:
         return {}
+    from diffusers import UNet2DConditionModel
+
     if isinstance(network, UNet2DConditionModel):
         from .sd.layers import ldm_aliases
 
