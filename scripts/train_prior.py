@@ -30,7 +30,7 @@ from priors.adm import ADMUNet, save_adm
 
 MODEL_CONFIG = {
     "image_size": 32,
-    "num_channels": 48,
+    "num_channels": 32,
     "num_res_blocks": 2,
     "channel_mult": "1,2,2",
     "attention_resolutions": "16,8",
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=500)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--export", type=Path, help="write the EMA weights + config (safetensors, fp16) and exit")
+    parser.add_argument("--export", type=Path, help="write the EMA weights + config (safetensors) and exit")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.export:
         export = args.export
         export.parent.mkdir(parents=True, exist_ok=True)
-        save_adm(ema, export.with_suffix(".safetensors"), dtype=torch.float16)
+        save_adm(ema, export.with_suffix(".safetensors"))
         meta = {
             "model": MODEL_CONFIG,
             "steps": step,

@@ -102,9 +102,10 @@ class DPS:
         batch = y.shape[0] if y is not None else batch_size
         if batch is None:
             raise ValueError("unconditional sampling needs batch_size")
-        device = y.device if y is not None else next(self.prior.parameters(), torch.empty(0)).device
+        like = y if y is not None else next(self.prior.parameters(), torch.empty(0))
+        device, dtype = like.device, (like.dtype if like.is_floating_point() else torch.float32)
         generators = as_generator_list(generator, batch, what="DPS sampling")
-        x = x_T if x_T is not None else randn((batch, *self.prior.sample_shape), generators, device=device)
+        x = x_T if x_T is not None else randn((batch, *self.prior.sample_shape), generators, device=device, dtype=dtype)
         predict = NoisePredictor(self.prior, self.pag, cond=self.cond)
         n = len(self.schedule)
         for i in tqdm(range(n), desc="DPS" if y is not None else "DDPM", disable=not self.progress, leave=False):

@@ -141,9 +141,10 @@ class PSLD:
         batch = y.shape[0] if y is not None else batch_size
         if batch is None:
             raise ValueError("unconditional sampling needs batch_size")
-        device = y.device if y is not None else next(self.prior.parameters()).device
+        like = y if y is not None else next(self.prior.parameters(), torch.empty(0))
+        device, dtype = like.device, (like.dtype if like.is_floating_point() else torch.float32)
         generators = as_generator_list(generator, batch, what="PSLD sampling")
-        z = z_T if z_T is not None else randn((batch, *self.prior.sample_shape), generators, device=device)
+        z = z_T if z_T is not None else randn((batch, *self.prior.sample_shape), generators, device=device, dtype=dtype)
         predict = NoisePredictor(self.prior, self.pag, cond=self.cond, uncond=self.uncond, cfg_scale=self.cfg_scale)
         n = len(self.schedule)
         for i in tqdm(range(n), desc="PSLD" if y is not None else "DDIM", disable=not self.progress, leave=False):
