@@ -1,0 +1,48 @@
+"""Side-by-side pictures of one restoration: label | input | recon [| progress frames]."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def fit_nearest(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(C, h, w) shown at ``size`` x ``size``: nearest-neighbour upsampling by an integer factor (a super-resolution
+    measurement keeps its visible pixels), any other size by nearest interpolation."""
+    if image.shape[-2:] == (size, size):
+        return image
+    return F.interpolate(image[None].float(), size=(size, size), mode="nearest")[0].to(image.dtype)
+
+
+def image_row(images: Sequence[torch.Tensor], size: int | None = None, gap: int = 2, fill: float = 1.0) -> torch.Tensor:
+    """Images (C, h, w) in [-1, 1] side by side at ``size`` (default the first one's height), separated by
+    ``gap`` columns of ``fill`` (1.0 = white)."""
+    if not images:
+        raise ValueError("image_row needs at least one image")
+    size = size if size is not None else images[0].shape[-2]
+    tiles = [fit_nearest(x.detach().float().cpu(), size) for x in images]
+    channels = tiles[0].shape[0]
+    spacer = torch.full((channels, size, gap), fill)
+    parts: list[torch.Tensor] = []
+    for k, tile in enumerate(tiles):
+        if k:
+            parts.append(spacer)
+        parts.append(tile)
+    return torch.cat(parts, dim=-1)
+
+
+def restoration_grid(
+    label: torch.Tensor,
+    measurement: torch.Tensor,
+    recon: torch.Tensor,
+    progress: Sequence[torch.Tensor] = (),
+    gap: int = 2,
+) -> torch.Tensor:
+    """label | input | recon, then the progress frames (if any), all at the label's size.
+
+    The measurement is shown with ``fit_nearest``: a super-resolution ``y`` (smaller than the image) is upsampled
+    with nearest; an inpainting ``y`` is the masked image itself.
+    """
+    return image_row([label, measurement, recon, *progress], size=label.shape[-1], gap=gap)
