@@ -1,0 +1,100 @@
+"""FID (Heusel et al. 2017) with pytorch-fid's Inception and Frechet distance, without downloads.
+
+pytorch-fid builds its Inception (``fid_inception_v3``) and fetches the weights with ``load_state_dict_from_url``,
+which reads ``$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth`` when present and downloads
+otherwise. ``load_inception`` checks the file first (explicit path or hub cache) and, while pytorch-fid builds the
+network, replaces that one function by a plain ``torch.load`` of the file: nothing is ever downloaded.
+
+Images are fed as pytorch-fid does for PNG folders: RGB in [0, 1], resized to 299 px by the model.
+FID from fewer images than feature dimensions (2048) has a singular covariance and a strong bias: comparable
+only between runs with the same number of images.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable
+from unittest import mock
+
+import numpy as np
+import torch
+
+from .result import MetricUnavailable
+from .weights import WeightsFile, find_weights
+
+INCEPTION = WeightsFile(
+    "FID Inception",
+    "pt_inception-2015-12-05-6726825d.pth",
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
+)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)) (pytorch-fid's stable implementation)."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # pytorch-fid passes scipy's old ``disp``
+        return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
+
+
+def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (unbiased, rows = samples) covariance of ``features`` (N, D), in float64."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise MetricUnavailable(f"FID needs at least 2 images per set, got {features.shape[0]}")
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def load_inception(
+    weights: str | os.PathLike | None = None, dims: int = 2048, setting: str = "metrics.fid.weights"
+) -> torch.nn.Module:
+    """pytorch-fid's ``InceptionV3`` for ``dims``-dimensional features, weights from a local file only."""
+    from pytorch_fid import inception
+
+    if dims not in inception.InceptionV3.BLOCK_INDEX_BY_DIM:
+        raise ValueError(f"dims must be one of {sorted(inception.InceptionV3.BLOCK_INDEX_BY_DIM)}, got {dims}")
+    path = find_weights(INCEPTION, weights, setting)
+
+    def local_state_dict(url: str, *args, **kwargs) -> dict:
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    block = inception.InceptionV3.BLOCK_INDEX_BY_DIM[dims]
+    try:
+        with mock.patch.object(inception, "load_state_dict_from_url", local_state_dict):
+            model = inception.InceptionV3([block], use_fid_inception=True)
+    except MetricUnavailable:
+        raise
+    except Exception as exc:  # wrong or corrupt file
+        raise MetricUnavailable(f"could not load FID Inception weights {path}: {type(exc).__name__}: {exc}") from exc
+    return model.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def inception_features(model: torch.nn.Module, images: Iterable[torch.Tensor], batch_size: int = 50) -> np.ndarray:
+    """Pooled Inception features (N, dims) of images (3, H, W) in [-1, 1]."""
+    device = next(model.parameters()).device
+    batch: list[torch.Tensor] = []
+    out: list[np.ndarray] = []
+
+    def flush() -> None:
+        x = ((torch.stack(batch).float() + 1) / 2).clamp(0, 1).to(device)
+        features = model(x)[0]
+        if features.shape[-2:] != (1, 1):  # blocks before the last: global average pool, as pytorch-fid does
+            features = torch.nn.functional.adaptive_avg_pool2d(features, (1, 1))
+        out.append(features.flatten(1).double().cpu().numpy())
+        batch.clear()
+
+    for image in images:
+        batch.append(image)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    return np.concatenate(out) if out else np.empty((0, 0))
+
+
+def fid_from_features(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """FID between two sets of Inception features."""
+    return frechet_distance(*feature_statistics(features_a), *feature_statistics(features_b))
