@@ -1,0 +1,239 @@
+"""From a composed config to resolved settings: solver choice, step sizes and PAG from the tables, checks.
+
+Step sizes (``conf/steps/<table>.yaml``, selected with ``steps=paper``) are keyed by solver x ``data.dataset`` x
+``task.name``. A value set in the config or on the command line (``solver.zeta``, ``solver.omega``,
+``solver.gamma``, ``pag.scale``, ``pag.layers``) is used as given; a null one is read from the table:
+``<param>`` without PAG, ``<param>_pag`` with PAG, ``pag_scale`` when PAG is enabled without a scale, and the
+dataset's ``pag_layers``. PAG is on iff ``pag.scale > 0`` or ``pag.enabled=true``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from solvers import PAG
+
+from .errors import SetupError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+
+#: solver name -> the step-size parameters it takes
+SOLVER_PARAMS: dict[str, tuple[str, ...]] = {"dps": ("zeta",), "psld": ("omega", "gamma")}
+
+
+# -- resolvers used by conf/*.yaml ----------------------------------------------------------------------------
+def auto_solver(latent: Any) -> str:
+    """``solver=auto``: PSLD for latent priors, DPS for pixel-space priors."""
+    return "psld" if bool(latent) else "dps"
+
+
+def pag_tag(*, _root_: DictConfig) -> str:
+    """``pag<s>`` with the effective PAG scale (``pag0`` when off), for output folder names."""
+    try:
+        pag = resolve_settings(_root_).pag
+        return "pag0" if pag is None else f"pag{pag.scale:g}"
+    except Exception:  # an invalid config is reported by the runner, with a proper message
+        scale = OmegaConf.select(_root_, "pag.scale", default=None)
+        return f"pag{scale}"
+
+
+def path_stem(path: Any) -> str:
+    """The last component of a path (``data=folder`` names its results after the folder)."""
+    return Path(str(path)).name or "root"
+
+
+def register_resolvers() -> None:
+    """Register ``auto_solver``, ``pag_tag`` and ``path_stem`` with OmegaConf (idempotent)."""
+    for name, fn in (("auto_solver", auto_solver), ("pag_tag", pag_tag), ("path_stem", path_stem)):
+        OmegaConf.register_new_resolver(name, fn, replace=True)
+
+
+register_resolvers()
+
+
+def compose(*overrides: str, config_name: str = "config") -> DictConfig:
+    """The config ``conf/<config_name>.yaml`` composed with command-line style ``overrides`` (Hydra's compose API),
+    e.g. ``compose("task=sr4", "pag.scale=2")``. Not for use inside a running ``@hydra.main`` application."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+# -- the choices a user has -----------------------------------------------------------------------------------
+def group_options(group: str) -> list[str]:
+    """The options of a config group (``task``, ``prior``, ...), from ``conf/<group>/*.yaml``."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def prior_options(latent: bool) -> list[str]:
+    """Prior configs whose ``latent`` flag is ``latent``."""
+    names = []
+    for name in group_options("prior"):
+        data = yaml.safe_load((CONF_DIR / "prior" / f"{name}.yaml").read_text()) or {}
+        if bool(data.get("latent", False)) == latent:
+            names.append(name)
+    return names
+
+
+def check_compatible(cfg: DictConfig) -> str:
+    """The solver name; raises ``SetupError`` for a solver / prior mismatch, naming the valid choices."""
+    solver, prior = str(cfg.solver.name), str(cfg.prior.name)
+    latent = bool(cfg.prior.latent)
+    if solver not in SOLVER_PARAMS:
+        raise SetupError(f"unknown solver {solver!r}; valid: solver=auto, solver=dps, solver=psld")
+    if solver == "psld" and not latent:
+        raise SetupError(
+            f"solver=psld needs a latent prior, but prior={prior} is a pixel-space prior. Valid: solver=dps or "
+            f"solver=auto with prior={prior}, or solver=psld with prior one of {', '.join(prior_options(True))}"
+        )
+    if solver == "dps" and latent:
+        raise SetupError(
+            f"solver=dps needs a pixel-space prior, but prior={prior} is a latent prior. Valid: solver=psld or "
+            f"solver=auto with prior={prior}, or solver=dps with prior one of {', '.join(prior_options(False))}"
+        )
+    return solver
+
+
+# -- step sizes and PAG ---------------------------------------------------------------------------------------
+@dataclass
+class Settings:
+    """What an experiment runs with, after the tables. ``sources`` says where each value came from."""
+
+    solver: str
+    dataset: str
+    task: str
+    step_sizes: dict[str, float]
+    pag: PAG | None
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        pag = None
+        if self.pag is not None:
+            pag = {
+                "scale": self.pag.scale,
+                "layers": list(self.pag.layers),
+                "adaptive_scale": self.pag.adaptive_scale,
+                "x0_from": self.pag.x0_from,
+                "mode": self.pag.mode,
+            }
+        return {
+            "solver": self.solver,
+            "dataset": self.dataset,
+            "task": self.task,
+            **self.step_sizes,
+            "pag": pag,
+            "sources": dict(self.sources),
+        }
+
+    def describe(self) -> str:
+        """One line: ``dps on ffhq/box_inpaint: zeta=1 (table ...); PAG s=1 on input_blocks.9.1 (table ...)``."""
+        parts = [f"{k}={v:g} ({self.sources[k]})" for k, v in self.step_sizes.items()]
+        if self.pag is None:
+            parts.append("PAG off")
+        else:
+            parts.append(
+                f"PAG scale={self.pag.scale:g} ({self.sources['pag.scale']}) on {', '.join(self.pag.layers)} "
+                f"({self.sources['pag.layers']})"
+            )
+        return f"{self.solver} on {self.dataset}/{self.task}: " + "; ".join(parts)
+
+
+def _table(cfg: DictConfig, solver: str, dataset: str) -> Mapping[str, Any]:
+    tables = OmegaConf.select(cfg, "steps", default=None)
+    if tables is None or solver not in tables:
+        raise SetupError(f"no step-size table for solver {solver!r} (config group steps/)")
+    if dataset not in tables[solver]:
+        raise SetupError(
+            f"no step sizes for solver={solver} on data.dataset={dataset!r}; the table has "
+            f"{', '.join(tables[solver])}. Set data.dataset to one of them or give every value on the command line "
+            f"({', '.join(f'solver.{p}=...' for p in SOLVER_PARAMS[solver])}, pag.scale=..., pag.layers=[...])"
+        )
+    return tables[solver][dataset]
+
+
+def resolve_settings(cfg: DictConfig) -> Settings:
+    """Solver, step sizes and PAG for ``cfg`` (see the module docstring); ``SetupError`` when impossible."""
+    solver = check_compatible(cfg)
+    dataset, task = str(cfg.data.dataset), str(cfg.task.name)
+    where = f"steps.{solver}.{dataset}"
+    table: Mapping[str, Any] | None = None
+
+    def lookup(key: str) -> Any:
+        nonlocal table
+        if table is None:
+            table = _table(cfg, solver, dataset)
+        if key == "pag_layers":
+            value = table.get("pag_layers")
+        else:
+            entry = (table.get("tasks") or {}).get(task)
+            if entry is None:
+                raise SetupError(
+                    f"no step sizes for task={task} in {where}.tasks (it has {', '.join(table.get('tasks') or [])}); "
+                    f"give {key.replace('_pag', '')} on the command line"
+                )
+            value = entry.get(key)
+        if value is None:
+            raise SetupError(f"{where} has no {key!r} for task={task}; set it on the command line")
+        return value
+
+    pag_cfg = cfg.pag
+    scale, enabled = pag_cfg.scale, bool(pag_cfg.enabled)
+    if scale is not None and float(scale) < 0:
+        raise SetupError(f"pag.scale must be >= 0, got {scale}")
+    if enabled and scale is not None and float(scale) == 0:
+        raise SetupError("pag.enabled=true with pag.scale=0 is contradictory: drop one of them")
+    pag_on = enabled or (scale is not None and float(scale) > 0)
+    sources: dict[str, str] = {}
+
+    step_sizes: dict[str, float] = {}
+    for param in SOLVER_PARAMS[solver]:
+        value = cfg.solver.get(param)
+        if value is not None:
+            step_sizes[param], sources[param] = float(value), f"solver.{param}"
+        else:
+            key = f"{param}_pag" if pag_on else param
+            step_sizes[param], sources[param] = float(lookup(key)), f"{where}.tasks.{task}.{key}"
+
+    pag = None
+    if pag_on:
+        if scale is not None and float(scale) > 0:
+            scale, sources["pag.scale"] = float(scale), "pag.scale"
+        else:
+            scale, sources["pag.scale"] = float(lookup("pag_scale")), f"{where}.tasks.{task}.pag_scale"
+        if pag_cfg.layers:
+            layers = [str(x) for x in ([pag_cfg.layers] if isinstance(pag_cfg.layers, str) else pag_cfg.layers)]
+            sources["pag.layers"] = "pag.layers"
+        else:
+            layers, sources["pag.layers"] = [str(x) for x in lookup("pag_layers")], f"{where}.pag_layers"
+        try:
+            pag = PAG(
+                scale=scale,
+                layers=tuple(layers),
+                adaptive_scale=float(pag_cfg.adaptive_scale),
+                x0_from=str(pag_cfg.x0_from),
+                mode=str(pag_cfg.mode),
+            )
+        except ValueError as exc:
+            raise SetupError(f"invalid PAG settings: {exc}") from exc
+    return Settings(solver, dataset, task, step_sizes, pag, sources)
+
+
+# -- operators ------------------------------------------------------------------------------------------------
+def operator_params(task_cfg: DictConfig, size: int) -> dict[str, Any]:
+    """The task's operator keyword arguments at working resolution ``size``: ``params`` updated with
+    ``resolutions["<size>"]`` when present (tasks are defined at 256 px)."""
+    params = OmegaConf.to_container(task_cfg.params, resolve=True) if task_cfg.get("params") else {}
+    resolutions = task_cfg.get("resolutions") or {}
+    override = resolutions.get(str(size))
+    if override:
+        params.update(OmegaConf.to_container(override, resolve=True))
+    return params

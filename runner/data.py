@@ -1,0 +1,95 @@
+"""The images of an experiment (``data`` config): a folder of images or the procedural shapes demo set."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from omegaconf import DictConfig
+
+from imaging import ImageFolder, ShapesDataset, Skipped, check_shard
+
+from .build import resolve_path
+from .errors import SetupError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: ``index`` is its global position in the unsharded set (its seeds derive from it)."""
+
+    index: int
+    name: str
+    source: str
+
+
+@dataclass
+class DataSet:
+    """This shard's samples, how many the whole set has, and the files that were skipped."""
+
+    samples: list[Sample]
+    total: int
+    loader: Callable[[Sample], torch.Tensor]
+    skipped: list[Skipped] = field(default_factory=list)
+    description: str = ""
+
+    def load(self, sample: Sample) -> torch.Tensor:
+        """(3, size, size) in [-1, 1]; raises for files whose pixels cannot be decoded."""
+        return self.loader(sample)
+
+
+def build_dataset(data_cfg: DictConfig, size: int) -> DataSet:
+    """The data set of ``data_cfg`` at working resolution ``size``."""
+    kind = str(data_cfg.kind)
+    shard, num_shards = int(data_cfg.get("shard", 0)), int(data_cfg.get("num_shards", 1))
+    try:
+        check_shard(shard, num_shards)
+    except ValueError as exc:
+        raise SetupError(f"data.shard / data.num_shards: {exc}") from exc
+    limit = data_cfg.get("limit")
+    if kind == "shapes":
+        if limit is None:
+            raise SetupError("data=demo renders a fixed number of images: set data.limit=<N>")
+        count = int(limit)
+        start, split = int(data_cfg.get("start", 0)), str(data_cfg.get("split", "test"))
+        shapes = ShapesDataset(split, n=max(count, 1), size=size, start=start)
+        samples = [
+            Sample(i, f"shapes_{split}_{start + i:05d}", f"shapes:{split}:{start + i}")
+            for i in range(count)
+            if i % num_shards == shard
+        ]
+        return DataSet(
+            samples,
+            count,
+            lambda s: shapes[s.index],
+            description=f"{count} procedural shapes images ({split} split from {start}) at {size} px",
+        )
+    if kind == "folder":
+        path = data_cfg.get("path")
+        if path in (None, "", "???"):
+            raise SetupError("data=folder needs the images' folder: data.path=/path/to/images")
+        root = resolve_path(path)
+        if not root.is_dir():
+            env = {"ffhq": "FFHQ_DIR", "imagenet": "IMAGENET_VAL_DIR"}.get(str(data_cfg.name))
+            hint = f" (or export {env}=<folder>)" if env else ""
+            raise SetupError(f"data={data_cfg.name}: image folder not found: {root}. Set data.path=<folder>{hint}")
+        folder = ImageFolder(
+            root,
+            size,
+            limit=None if limit is None else int(limit),
+            min_size=data_cfg.get("min_size"),
+            recursive=bool(data_cfg.get("recursive", False)),
+            shard=shard,
+            num_shards=num_shards,
+            background=tuple(data_cfg.get("background") or (255, 255, 255)),
+        )
+        by_name = {s.name: s for s in folder.all}
+        samples = [Sample(s.index, s.name, str(s.path)) for s in folder.samples]
+        return DataSet(
+            samples,
+            len(folder.all),
+            lambda s: folder.load(by_name[s.name]),
+            skipped=list(folder.skipped),
+            description=f"{len(folder.all)} images from {root} at {size} px",
+        )
+    raise SetupError(f"data.kind={kind!r} is not known; valid: folder, shapes")

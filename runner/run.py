@@ -1,0 +1,345 @@
+"""One experiment: every image of the (sharded) data set restored, saved, scored; resumable at any point."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from evaluation import ImageScorer, MetricResult, describe, fid_between_files
+from imaging import image_row, restoration_grid, save_image
+from solvers import DivergenceError, StepInfo
+
+from .build import (
+    build_operator,
+    build_prior,
+    build_solver,
+    check_operator,
+    check_pag_layers,
+    prior_image_size,
+    select_device,
+    select_dtype,
+)
+from .config import Settings, resolve_settings
+from .data import DataSet, Sample, build_dataset
+from .errors import SetupError
+from .seeds import image_streams
+from .store import TaskFolder
+
+log = logging.getLogger("runner")
+
+#: keys of the data config that choose *which* images run, not what their results are
+_DATA_SELECTION_KEYS = ("limit", "shard", "num_shards")
+
+
+def experiment_identity(cfg: DictConfig, settings: Settings, size: int) -> dict[str, Any]:
+    """The settings that determine each image's result (not which images run, nor where or how fast)."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    solver = {k: v for k, v in c["solver"].items() if k not in ("zeta", "omega", "gamma")}
+    effective = {k: v for k, v in settings.to_dict().items() if k != "sources"}
+    return {
+        "task": c["task"],
+        "prior": {k: v for k, v in c["prior"].items() if k not in ("title", "download")},
+        "solver": solver,
+        "settings": effective,
+        "data": {k: v for k, v in c["data"].items() if k not in _DATA_SELECTION_KEYS},
+        "seed": c["seed"],
+        "dtype": c["dtype"],
+        "image_size": size,
+        "metrics": {"size": c["metrics"]["size"], "lpips_net": c["metrics"]["lpips"]["net"]},
+    }
+
+
+@dataclass
+class Restored:
+    """One restored image and what it came from."""
+
+    sample: Sample
+    label: torch.Tensor
+    measurement: torch.Tensor
+    recon: torch.Tensor
+    frames: list[torch.Tensor]
+
+
+class Experiment:
+    """Everything one run needs, built and checked at start-up (``SetupError`` for anything wrong)."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.settings = resolve_settings(cfg)
+        self.device, self.dtype = select_device(str(cfg.device)), select_dtype(str(cfg.dtype))
+        if int(cfg.batch_size) < 1:
+            raise SetupError(f"batch_size must be >= 1, got {cfg.batch_size}")
+        if int(cfg.progress_every) < 0:
+            raise SetupError(f"progress_every must be >= 0 (0: no progress images), got {cfg.progress_every}")
+        size = int(cfg.prior.image_size)
+        check_operator(cfg.task, size, self.device, self.dtype)
+        self.data: DataSet = build_dataset(cfg.data, size)
+        self.prior = build_prior(cfg.prior, self.device, self.dtype)
+        self.size = prior_image_size(self.prior)
+        if self.size != size:
+            raise SetupError(
+                f"prior={cfg.prior.name}: the network works at {self.size} px but prior.image_size={size}; "
+                f"set prior.image_size={self.size}"
+            )
+        check_pag_layers(self.prior, self.settings)
+        self.folder = TaskFolder(Path(str(cfg.out_dir)) / str(cfg.task.name))
+        self.folder.claim(experiment_identity(cfg, self.settings, self.size))
+        metrics = cfg.metrics
+        self.metrics_size = None if metrics.size is None else int(metrics.size)
+        self.scorer = None
+        if metrics.enabled:
+            self.scorer = ImageScorer(
+                self.metrics_size,
+                lpips=bool(metrics.lpips.enabled),
+                lpips_net=str(metrics.lpips.net),
+                lpips_weights=metrics.lpips.weights,
+                device=self.device,
+            )
+
+    # -- one batch --------------------------------------------------------------------------------------------
+    def restore(self, samples: list[Sample], labels: torch.Tensor) -> list[Restored]:
+        """Measure and restore ``labels`` (B, 3, H, W); raises ``DivergenceError``."""
+        cfg = self.cfg
+        streams = image_streams(int(cfg.seed), [s.index for s in samples])
+        operator = build_operator(cfg.task, self.size, streams.operator).to(self.device)
+        x = labels.to(self.device, self.dtype)
+        y = operator.measure(x, streams.noise)
+        solver = build_solver(self.settings, cfg.solver, self.prior, operator, progress=bool(cfg.show_progress))
+        frames: list[list[torch.Tensor]] = [[] for _ in samples]
+
+        def keep_frame(info: StepInfo) -> None:
+            x0_hat = info.x0_hat
+            if self.prior.is_latent:
+                with torch.no_grad():
+                    x0_hat = self.prior.decode(x0_hat)
+            for b, frame in enumerate(x0_hat.detach().float().clamp(-1, 1).cpu()):
+                frames[b].append(frame)
+
+        every = int(cfg.progress_every)
+        recon = solver.restore(y, streams.sampler, callback=keep_frame if every > 0 else None, callback_every=every)
+        return [
+            Restored(s, labels[b], y[b].detach().float().cpu(), recon[b].detach().float().cpu(), frames[b])
+            for b, s in enumerate(samples)
+        ]
+
+    def save(self, result: Restored, seconds: float) -> dict[str, Any]:
+        """Write the image's files, score it, and return its record (written last by the caller)."""
+        folder, save = self.folder, self.cfg.save
+        name = result.sample.name
+        save_image(result.measurement, folder.image_path("input", name))
+        save_image(result.label, folder.image_path("label", name))
+        save_image(result.recon, folder.image_path("recon", name))
+        if save.progress and result.frames:
+            save_image(image_row(result.frames), folder.image_path("progress", name))
+        if save.grid:
+            frames = result.frames if save.grid_progress else []
+            grid = restoration_grid(result.label, result.measurement, result.recon, frames)
+            save_image(grid, folder.image_path("grid", name))
+        scores: dict[str, Any] = {"psnr": None, "ssim": None, "lpips": None, "lpips_note": "metrics disabled"}
+        if self.scorer is not None:
+            scores = self.scorer(result.recon[None], result.label[None])[0]
+        return {
+            "name": name,
+            "index": result.sample.index,
+            "status": "done",
+            **scores,
+            "seconds": round(seconds, 3),
+            "error": "",
+            "source": result.sample.source,
+        }
+
+
+def _needs_work(folder: TaskFolder, record: dict[str, Any] | None, retry_failed: bool) -> bool:
+    if record is None:
+        return True
+    status = record["status"]
+    if status == "done":
+        return not folder.is_complete(record)
+    if status == "failed":
+        return retry_failed
+    return True  # skipped at load time: try again (cheap; the file may have been fixed)
+
+
+def _failed(sample: Sample, error: Exception, seconds: float) -> dict[str, Any]:
+    return {
+        "name": sample.name,
+        "index": sample.index,
+        "status": "failed",
+        "psnr": None,
+        "ssim": None,
+        "lpips": None,
+        "lpips_note": "",
+        "seconds": round(seconds, 3),
+        "error": f"{type(error).__name__}: {error}",
+        "source": sample.source,
+    }
+
+
+def _skipped(name: str, index: int | None, reason: str, source: str = "") -> dict[str, Any]:
+    return {"name": name, "index": index, "status": "skipped", "error": reason, "source": source}
+
+
+def summarize(exp: Experiment, records: dict[str, dict[str, Any]], fid: MetricResult) -> dict[str, Any]:
+    """summary.json: counts, metric statistics, FID, settings, resolved config."""
+    rows = list(records.values())
+    done = [r for r in rows if r["status"] == "done"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    finished = len(done) + len(failed) + len([r for r in skipped if r.get("index") is not None])
+    lpips = describe([r.get("lpips") for r in done])
+    if lpips["count"] < len(done):
+        notes = sorted({r.get("lpips_note", "") for r in done if r.get("lpips") is None} - {""})
+        lpips["unavailable"] = notes[0].removeprefix("unavailable: ") if notes else "not computed"
+    config = OmegaConf.to_container(exp.cfg, resolve=True)
+    config.pop("hydra", None)
+    return {
+        "task": str(exp.cfg.task.name),
+        "folder": str(exp.folder.root),
+        "counts": {
+            "images": exp.data.total,
+            "done": len(done),
+            "failed": len(failed),
+            "skipped": len(skipped),
+            "remaining": max(exp.data.total - finished, 0),
+        },
+        "metrics": {
+            "size": exp.metrics_size if exp.metrics_size is not None else exp.size,
+            "psnr": describe([r.get("psnr") for r in done]),
+            "ssim": describe([r.get("ssim") for r in done]),
+            "lpips": lpips,
+            "lpips_net": str(exp.cfg.metrics.lpips.net),
+            "fid": fid.to_dict(),
+            "seconds": describe([r.get("seconds") for r in done]),
+        },
+        "failed": [{"name": r["name"], "error": r.get("error", "")} for r in failed],
+        "skipped": [{"name": r["name"], "reason": r.get("error", "")} for r in skipped],
+        "settings": exp.settings.to_dict(),
+        "config": config,
+    }
+
+
+def compute_fid(exp: Experiment, records: dict[str, dict[str, Any]]) -> MetricResult:
+    """FID of recon vs label over the whole set, once every image of it has a result; else why not."""
+    cfg = exp.cfg.metrics
+    if not cfg.enabled or not cfg.fid.enabled:
+        return MetricResult.unavailable("fid", "disabled by configuration (metrics.fid.enabled=false)")
+    done = sorted((r for r in records.values() if r["status"] == "done"), key=lambda r: r["index"])
+    finished = sum(1 for r in records.values() if r.get("index") is not None)
+    remaining = exp.data.total - finished
+    if remaining > 0:
+        return MetricResult.unavailable(
+            "fid",
+            f"not computed: {remaining} of {exp.data.total} images have no result yet (resume this run, or wait for "
+            f"the other shards, then rerun the same command or scripts/evaluate.py {exp.folder.root})",
+        )
+    folder = exp.folder
+    return fid_between_files(
+        [folder.image_path("recon", r["name"]) for r in done],
+        [folder.image_path("label", r["name"]) for r in done],
+        size=exp.metrics_size,
+        weights=cfg.fid.weights,
+        dims=int(cfg.fid.dims),
+        batch_size=int(cfg.fid.batch_size),
+        device=exp.device,
+    )
+
+
+def one_line(summary: dict[str, Any]) -> str:
+    """``box_inpaint: 3/3 done, 0 failed, 0 skipped | PSNR 21.30 dB | SSIM 0.6100 | LPIPS ... | FID ... -> folder``."""
+    c, m = summary["counts"], summary["metrics"]
+
+    def mean(key: str, fmt: str) -> str:
+        value = m[key].get("mean") if key != "fid" else m[key].get("value")
+        return "unavailable" if value is None else format(value, fmt)
+
+    remaining = f", {c['remaining']} remaining" if c["remaining"] else ""
+    return (
+        f"{summary['task']}: {c['done']}/{c['images']} done, {c['failed']} failed, {c['skipped']} skipped{remaining}"
+        f" | PSNR {mean('psnr', '.2f')} dB | SSIM {mean('ssim', '.4f')} | LPIPS {mean('lpips', '.4f')}"
+        f" | FID {mean('fid', '.2f')} -> {summary['folder']}"
+    )
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run the experiment of ``cfg`` (composed from ``conf/``); returns the summary (also in summary.json)."""
+    exp = Experiment(cfg)
+    folder, data = exp.folder, exp.data
+    log.info("%s", exp.settings.describe())
+    log.info("data: %s; output: %s", data.description, folder.root)
+    if exp.scorer is not None and exp.scorer.lpips_model is None:
+        log.warning("LPIPS unavailable: %s", exp.scorer.lpips_reason)
+
+    records = folder.read_records()
+    listing_skips = {s.name: s.reason for s in data.skipped}
+    for name, record in list(records.items()):  # a file fixed since the last run is no longer skipped
+        if record["status"] == "skipped" and record.get("index") is None and name not in listing_skips:
+            folder.record_path(name).unlink(missing_ok=True)
+            del records[name]
+    for name, reason in listing_skips.items():
+        if records.get(name) != (record := _skipped(name, None, reason)):
+            folder.write_record(record)
+            records[name] = record
+
+    pending = [s for s in data.samples if _needs_work(folder, records.get(s.name), bool(cfg.retry_failed))]
+    finished_before = len(data.samples) - len(pending)
+    if cfg.max_images is not None:
+        pending = pending[: max(int(cfg.max_images), 0)]
+    if finished_before:
+        log.info("resuming: %d of this shard's %d images already have results", finished_before, len(data.samples))
+
+    batch_size = int(cfg.batch_size)
+    bar = tqdm(total=len(pending), desc=str(cfg.task.name), unit="img", disable=not cfg.show_progress)
+    for start in range(0, len(pending), batch_size):
+        batch = pending[start : start + batch_size]
+        samples, labels = [], []
+        for sample in batch:
+            try:
+                labels.append(data.load(sample))
+                samples.append(sample)
+            except Exception as exc:  # decoding failed: skip the image, record why, go on
+                log.warning("skipping %s: cannot read %s (%s: %s)", sample.name, sample.source, type(exc).__name__, exc)
+                reason = f"unreadable image ({type(exc).__name__}: {exc})"
+                record = _skipped(sample.name, sample.index, reason, sample.source)
+                folder.write_record(record)
+                records[sample.name] = record
+                bar.update(1)
+        groups = [(samples, labels)] if samples else []
+        while groups:
+            group_samples, group_labels = groups.pop(0)
+            tic = time.perf_counter()
+            try:
+                results = exp.restore(group_samples, torch.stack(group_labels))
+            except DivergenceError as exc:
+                if len(group_samples) > 1:  # find which image diverged: each alone gives the same numbers
+                    groups = [([s], [x]) for s, x in zip(group_samples, group_labels)] + groups
+                    continue
+                log.warning("%s diverged: %s", group_samples[0].name, exc)
+                record = _failed(group_samples[0], exc, time.perf_counter() - tic)
+                folder.write_record(record)
+                records[record["name"]] = record
+                bar.update(1)
+                continue
+            seconds = (time.perf_counter() - tic) / len(results)
+            for result in results:
+                record = exp.save(result, seconds)
+                folder.write_record(record)
+                records[record["name"]] = record
+                bar.update(1)
+        folder.write_metrics_csv(records.values())
+    bar.close()
+
+    records = folder.read_records()  # other shards' results too
+    folder.write_metrics_csv(records.values())
+    summary = summarize(exp, records, compute_fid(exp, records))
+    folder.write_summary(summary)
+    log.info("%s", one_line(summary))
+    if summary["metrics"]["fid"].get("value") is None:
+        log.info("FID unavailable: %s", summary["metrics"]["fid"]["unavailable"])
+    return summary
