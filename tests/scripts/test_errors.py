@@ -1,0 +1,92 @@
+"""What a user sees when something is missing: which file, where to put it, which setting."""
+
+from __future__ import annotations
+
+import pytest
+
+import runner
+from runner import SetupError
+
+
+def test_missing_ffhq_checkpoint_from_the_command_line(script, tmp_path):
+    result = script("restore.py", "prior=adm_ffhq", "solver=dps", f"results_root={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 2
+    message = result.stderr
+    assert "FFHQ 256 ADM (DPS) checkpoint not found" in message
+    assert "ffhq_10m.pt" in message and str(tmp_path / "models" / "ffhq_10m.pt") in message
+    assert "drive.google.com" in message and "prior.checkpoint=/path/to/ffhq_10m.pt" in message
+    assert "ADM_CHECKPOINTS" in message
+    assert "Traceback" not in message
+
+
+def test_missing_imagenet_checkpoint(monkeypatch, tmp_path):
+    monkeypatch.setenv("ADM_CHECKPOINTS", str(tmp_path / "ckpts"))
+    with pytest.raises(SetupError) as info:
+        runner.run(
+            runner.compose("prior=adm_imagenet", "data=imagenet", f"data.path={tmp_path}", f"results_root={tmp_path}")
+        )
+    assert str(tmp_path / "ckpts" / "256x256_diffusion_uncond.pt") in str(info.value)
+    assert "openaipublic.blob.core.windows.net" in str(info.value)
+
+
+def test_missing_sd15_weights(tmp_path):
+    cfg = runner.compose("task=motion_deblur", "prior=sd15", "pag.scale=5", f"results_root={tmp_path}")
+    with pytest.raises(SetupError) as info:
+        runner.run(cfg)
+    message = str(info.value)
+    assert message.startswith("SD1.5 weights not found: prior.source=./models/stable-diffusion-v1-5")
+    assert "hf download stable-diffusion-v1-5/stable-diffusion-v1-5" in message
+    assert "SD15_PATH" in message and "or set prior.source=" in message
+
+
+def test_missing_tiny_prior(tmp_path):
+    cfg = runner.compose(f"results_root={tmp_path}")
+    if runner.resolve_path(cfg.prior.checkpoint).is_file():
+        pytest.skip("the tiny prior has been shipped in this checkout")
+    with pytest.raises(SetupError) as info:
+        runner.run(cfg)
+    assert "priors/tiny/adm_shapes32.safetensors" in str(info.value)
+    assert "scripts/train_prior.py" in str(info.value)
+
+
+def test_wrong_checkpoint_is_not_loaded_silently(tmp_path, tiny_checkpoint):
+    cfg = runner.compose(f"prior.checkpoint={tiny_checkpoint}", "prior.preset=ffhq_256", f"results_root={tmp_path}")
+    with pytest.raises(SetupError, match="does not match the ADM UNet"):
+        runner.run(cfg)
+
+
+def test_missing_data_folder(tmp_path, tiny_checkpoint):
+    cfg = runner.compose(
+        f"prior.checkpoint={tiny_checkpoint}",
+        "data=ffhq",
+        f"data.path={tmp_path / 'nowhere'}",
+        f"results_root={tmp_path}",
+    )
+    with pytest.raises(SetupError, match=r"image folder not found.*FFHQ_DIR"):
+        runner.run(cfg)
+    with pytest.raises(SetupError, match=r"data\.path="):
+        runner.run(runner.compose(f"prior.checkpoint={tiny_checkpoint}", "data=folder", f"results_root={tmp_path}"))
+
+
+def test_pag_layer_missing_from_the_prior(tmp_path, tiny_checkpoint):
+    cfg = runner.compose(
+        f"prior.checkpoint={tiny_checkpoint}",
+        "pag.scale=1",
+        "pag.layers=[input_blocks.9.1]",
+        f"results_root={tmp_path}",
+    )
+    with pytest.raises(SetupError) as info:
+        runner.run(cfg)
+    assert "input_blocks.9.1" in str(info.value) and "middle_block.1" in str(info.value)
+
+
+def test_task_that_does_not_fit_the_resolution(tmp_path, tiny_checkpoint):
+    cfg = runner.compose(
+        f"prior.checkpoint={tiny_checkpoint}",
+        "task=box_inpaint",
+        "task.resolutions.32.hole=30",
+        "solver.num_steps=1",
+        f"results_root={tmp_path}",
+    )
+    with pytest.raises(SetupError, match="too small for a 30x30 hole"):
+        runner.run(cfg)
