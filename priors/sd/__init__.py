@@ -5,6 +5,7 @@ Importing this package imports diffusers; ``import priors`` alone does not.
 
 from .attention import IdentitySelfAttnProcessor
 from .layers import ldm_aliases, ldm_blocks
+from .load import load_sd, save_sd
 from .prior import StableDiffusionPrior
 from .tiny import build_tiny_sd_prior, tiny_scheduler, tiny_text_encoder, tiny_tokenizer, tiny_unet, tiny_vae
 
@@ -14,6 +15,8 @@ __all__ = [
     "build_tiny_sd_prior",
     "ldm_aliases",
     "ldm_blocks",
+    "load_sd",
+    "save_sd",
     "tiny_scheduler",
     "tiny_text_encoder",
     "tiny_tokenizer",
