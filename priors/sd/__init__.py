@@ -4,6 +4,7 @@ Importing this package imports diffusers; ``import priors`` alone does not.
 """
 
 from .attention import IdentitySelfAttnProcessor
+from .convert import ldm_checkpoint, save_single_file
 from .layers import ldm_aliases, ldm_blocks
 from .load import load_sd, save_sd
 from .prior import StableDiffusionPrior
@@ -15,8 +16,10 @@ __all__ = [
     "build_tiny_sd_prior",
     "ldm_aliases",
     "ldm_blocks",
+    "ldm_checkpoint",
     "load_sd",
     "save_sd",
+    "save_single_file",
     "tiny_scheduler",
     "tiny_text_encoder",
     "tiny_tokenizer",

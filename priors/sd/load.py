@@ -36,12 +36,13 @@ _LAYOUT = (
 )
 
 
-def _download_hint(repo_id: str) -> str:
+def _download_hint(repo_id: str, patterns: list[str]) -> str:
+    include = " ".join(f"'{p}'" for p in patterns)
     return (
         f"Download it where there is internet, e.g.\n"
-        f"  hf download {repo_id} --include 'model_index.json' 'unet/*' 'vae/*' 'text_encoder/*' "
-        f"'tokenizer/*' 'scheduler/*' --local-dir <folder>\n"
-        f"and pass load_sd('<folder>'), or copy the Hugging Face cache (HF_HOME) to this machine. "
+        f"  hf download {repo_id} --include {include} --local-dir <folder>\n"
+        f"(huggingface-cli download with older huggingface_hub) and pass load_sd('<folder>'), or copy the Hugging "
+        f"Face cache (HF_HOME) to this machine. "
         f"(runwayml/stable-diffusion-v1-5 has moved to stable-diffusion-v1-5/stable-diffusion-v1-5.)"
     )
 
@@ -57,13 +58,15 @@ def _from_hub(repo_id: str, patterns: list[str], revision: str | None = None) ->
         where = "not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if offline else f"not loadable ({err})"
         raise FileNotFoundError(
             f"{repo_id!r} is neither a local folder or checkpoint file nor an available Hugging Face Hub model: "
-            f"it is {where}.\n{_download_hint(repo_id)}"
+            f"it is {where}.\n{_download_hint(repo_id, patterns)}"
         ) from err
 
 
-def _hub_patterns(variant: str | None, text_encoder: bool) -> list[str]:
+def _hub_patterns(variant: str | None) -> list[str]:
+    """The files load_sd reads (safetensors weights only). The text encoder's weights are always fetched: even
+    with ``keep_text_encoder=False`` the empty prompt's embedding is computed with it unless stored."""
     dot = f".{variant}" if variant else ""
-    patterns = [
+    return [
         "model_index.json",
         "*/config.json",
         "scheduler/*",
@@ -71,10 +74,8 @@ def _hub_patterns(variant: str | None, text_encoder: bool) -> list[str]:
         NULL_EMBEDDING_FILE,
         f"unet/diffusion_pytorch_model{dot}.safetensors",
         f"vae/diffusion_pytorch_model{dot}.safetensors",
+        f"text_encoder/model{dot}.safetensors",
     ]
-    if text_encoder:
-        patterns.append(f"text_encoder/model{dot}.safetensors")
-    return patterns
 
 
 def _check_loaded(module: nn.Module, name: str, source: object) -> None:
@@ -97,13 +98,13 @@ def _scheduler(folder: Path):
     return cls.from_config(config)
 
 
-def _text_components(folder: Path, dtype: torch.dtype, *, weights: dict | None = None):
+def _text_components(folder: Path, dtype: torch.dtype, variant: str | None = None, *, weights: dict | None = None):
     """CLIP text encoder + tokenizer from ``folder`` (weights from ``weights``, an LDM checkpoint, when given)."""
     from transformers import CLIPTextModel, CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
     if weights is None:
-        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype)
+        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype, variant=variant)
     else:
         from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
 
@@ -165,7 +166,7 @@ def _load_folder(folder: Path, dtype, variant, keep_text_encoder, **options) -> 
         unet,
         vae,
         _scheduler(folder),
-        text_loader=partial(_text_components, folder, dtype) if has_text else None,
+        text_loader=partial(_text_components, folder, dtype, variant) if has_text else None,
         null_embedding=_null_embedding(folder),
         keep_text_encoder=keep_text_encoder,
         source=folder,
@@ -275,12 +276,14 @@ def load_sd(
             f"or an LDM checkpoint file (.safetensors / .ckpt), or a Hugging Face Hub id."
         )
     else:
-        folder = _from_hub(str(source), _hub_patterns(variant, keep_text_encoder), revision=revision)
+        patterns = _hub_patterns(variant)
+        folder = _from_hub(str(source), patterns, revision=revision)
         try:
             prior = _load_folder(folder, dtype, variant, keep_text_encoder, **options)
-        except (OSError, FileNotFoundError) as err:
+        except OSError as err:
             raise FileNotFoundError(
-                f"the local copy of {source!r} at {folder} is incomplete: {err}\n{_download_hint(str(source))}"
+                f"the local copy of {source!r} at {folder} is incomplete: {err}\n"
+                + _download_hint(str(source), patterns)
             ) from err
     return prior.to(device)
 

@@ -27,6 +27,7 @@ Memory levers (all constructor switches, all preserve gradients with respect to 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from contextlib import nullcontext
 
@@ -77,7 +78,9 @@ class StableDiffusionPrior(DiffusionPrior):
         prediction_type: ``epsilon`` / ``v_prediction`` / ``sample``; default the scheduler's, else epsilon.
         null_embedding: the empty prompt's embedding (1, L, D), required when there is no text encoder.
         freeze, gradient_checkpointing, vae_gradient_checkpointing, autocast_dtype, vae_autocast_dtype,
-        vae_slicing, vae_tiling, vae_tile_size: memory levers, see the module docstring.
+        vae_slicing, vae_tiling, vae_tile_size: memory levers, see the module docstring. Dtypes are torch dtypes
+            or names (``"bf16"``, ``"fp16"``); None or float32 means no autocast; ``vae_autocast_dtype`` left
+            out follows ``autocast_dtype``.
     """
 
     is_latent = True
@@ -140,7 +143,7 @@ class StableDiffusionPrior(DiffusionPrior):
                 if isinstance(sample, list | tuple)
                 else sample * self.vae_scale_factor
             )
-        height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        height, width = (int(image_size),) * 2 if isinstance(image_size, numbers.Integral) else map(int, image_size)
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
             raise ValueError(f"image size {height}x{width} is not divisible by the VAE factor {self.vae_scale_factor}")
         self.image_size = (height, width)

@@ -179,3 +179,23 @@ def test_shared_prefix_replay_equals_full_perturbed_pass(prior, inputs, layer):
             assert grad.abs().sum() > 0
     finally:
         handle.remove()
+
+
+def test_shared_prefix_with_gradient_checkpointing(prior, inputs):
+    """The solvers' memory-saving combination: checkpointed normal pass recorded, perturbed pass replayed, backward
+    after both contexts. Same perturbed eps and same gradient as without checkpointing."""
+    z, t = inputs
+    ckpt = build_tiny_sd_prior(seed=0, gradient_checkpointing=True)
+    results = []
+    for model in (prior, ckpt):
+        names = priors.resolve_layers(model, PSLD_PAG_LAYER)
+        shared = priors.SharedPrefix(model.unet, [model.unet.get_submodule(n) for n in names], key=("ckpt",))
+        z_grad = z.clone().requires_grad_(True)
+        with shared.record():
+            eps = model(z_grad, t).eps
+        with torch.no_grad(), priors.perturbed_self_attention(model, names), shared.replay():
+            eps_perturbed = model(z, t).eps
+        (grad,) = torch.autograd.grad((eps + 2.0 * (eps - eps_perturbed)).square().sum(), z_grad)
+        results.append((eps_perturbed, grad))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-5, atol=1e-6)

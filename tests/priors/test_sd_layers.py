@@ -131,3 +131,17 @@ def test_layers_per_block_1_numbering():
     assert aliases["output_blocks.2.1"] == "up_blocks.1.attentions.0"
     assert aliases["output_blocks.7.1"] == "up_blocks.3.attentions.1"
     assert not any(k.startswith(("output_blocks.0.", "output_blocks.1.")) for k in aliases)
+
+
+def test_import_priors_does_not_import_diffusers():
+    """Only ``priors.sd`` pulls in diffusers (and transformers); ADM-only use stays light."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    code = "import sys, priors; print(int('diffusers' in sys.modules), int('transformers' in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo, env=env)
+    assert out.stdout.split() == ["0", "0"]

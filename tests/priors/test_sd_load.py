@@ -178,16 +178,37 @@ def test_missing_folder_and_subfolders(folder, tmp_path):
     assert "text_encoder" in str(err.value)
 
 
-def test_hub_id_offline_without_cache_fails_fast(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache whatever the machine has
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+def _offline_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache of our own, whatever the machine has, and offline mode."""
+    cache = tmp_path / "hf" / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    return cache
+
+
+def test_hub_id_offline_from_a_warm_cache(prior, folder, tmp_path, monkeypatch):
+    """A Hub id resolves offline through the HF cache layout (models--owner--name/snapshots/<commit>)."""
+    import shutil
+
+    cache = _offline_cache(tmp_path, monkeypatch)
+    repo = cache / "models--someone--tiny-sd"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    loaded = load_sd("someone/tiny-sd")
+    _assert_same(_probe(loaded), _probe(prior))
+
+
+def test_hub_id_offline_without_cache_fails_fast(tmp_path, monkeypatch):
+    _offline_cache(tmp_path, monkeypatch)
     start = time.monotonic()
     with pytest.raises(FileNotFoundError) as err:
         load_sd("runwayml/stable-diffusion-v1-5")
     message = str(err.value)
     assert "HF_HUB_OFFLINE" in message and "hf download runwayml/stable-diffusion-v1-5" in message
-    assert "unet/*" in message and "load_sd('<folder>')" in message
+    assert "'unet/diffusion_pytorch_model.safetensors'" in message and "load_sd('<folder>')" in message
     assert time.monotonic() - start < 20
 
 
