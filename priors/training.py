@@ -108,14 +108,16 @@ class TrainState:
         log_path: Path,
         desc: str = "train",
         clip_grad: float = 1.0,
+        flip: bool = True,
     ) -> None:
         """Optimise ``loss_fn(batch) -> (loss, logged)`` up to ``steps``; log every 50, save every ``save_every``."""
         self.model.train()
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         new_log = not log_path.exists()
         start = time.time()
         with log_path.open("a") as log, tqdm(total=steps, initial=self.step, desc=desc) as bar:
             while self.step < steps:
-                loss, logged = loss_fn(self.batch(data, batch_size))
+                loss, logged = loss_fn(self.batch(data, batch_size, flip=flip))
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip_grad)
