@@ -93,10 +93,40 @@ def dps_bare_step(prior, op, y, solver, i, x_t, noise):
     return x_prev - torch.autograd.grad(loss, x_t)[0]
 
 
+SD15_VAE_CONFIG = {  # runwayml/stable-diffusion-v1-5 vae/config.json
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 512,
+    "scaling_factor": 0.18215,
+}
+
+
+def sd15_shaped_prior(image_size: int, seed: int, **options):
+    """SD1.5's UNet and VAE architectures with random weights (no text encoder: a random (1, 77, 768) null
+    embedding stands in for CLIP's empty-prompt output)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from priors.sd import StableDiffusionPrior, tiny_scheduler
+    from priors.sd.tiny import SD15_UNET_CONFIG
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
+        vae = AutoencoderKL(**SD15_VAE_CONFIG)
+        null = torch.randn(1, 77, 768)
+    return StableDiffusionPrior(unet, vae, tiny_scheduler(), image_size=image_size, null_embedding=null, **options)
+
+
 def build_psld(case: Case, device: str):
     from operators import make_operator
     from operators.random import generators_from_seeds
-    from priors.sd import build_tiny_sd_prior, sd15_shaped_prior
+    from priors.sd import build_tiny_sd_prior
     from solvers import PAG, PSLD
 
     size = SD_MODELS[case.model]
@@ -121,8 +151,11 @@ def build_psld(case: Case, device: str):
         "cfg+pag": "shared_prefix",
     }
     pag = PAG(2.0, (SD_LAYER,), mode=modes[case.mode]) if modes.get(case.mode) else None
-    prompt = "a photo" if case.mode == "cfg+pag" else ""
-    solver = PSLD(prior, op, omega=1.0, gamma=0.1, num_steps=1000, pag=pag, prompt=prompt, progress=False)
+    solver = PSLD(prior, op, omega=1.0, gamma=0.1, num_steps=1000, pag=pag, progress=False)
+    if case.mode == "cfg+pag":  # a prompt's embedding: any tensor of the right shape costs the same
+        null = prior.null_embedding
+        solver.cond = torch.randn(null.shape, generator=torch.Generator().manual_seed(4)).to(null)
+        solver.uncond, solver.cfg_scale = null, 7.5
     return prior, op, y, solver
 
 
