@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Train a small ADM-architecture pixel prior on the procedural shapes dataset, on the CPU.
 
-    python scripts/train_prior.py --out runs/tiny_adm --steps 12000
-    python scripts/train_prior.py --out runs/tiny_adm --steps 12000      # again: resumes from the checkpoint
+    python scripts/train_prior.py --out runs/tiny_adm --steps 5000
+    python scripts/train_prior.py --out runs/tiny_adm --steps 5000       # again: resumes from the checkpoint
     python scripts/train_prior.py --out runs/tiny_adm --export priors/tiny/adm_shapes32   # ship the EMA weights
 
 Loss: improved-DDPM's hybrid objective for learn_sigma models: ||eps - eps_theta||^2 + lambda L_vlb, where
@@ -17,16 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
+import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from imaging.shapes import ShapesDataset
 from priors import NoiseSchedule
 from priors.adm import ADMUNet, save_adm
+from priors.training import TrainState, shapes_training_images
 
 MODEL_CONFIG = {
     "image_size": 32,
@@ -87,123 +85,58 @@ class HybridLoss:
         return (mse + self.vlb_weight * vlb).mean(), mse.mean().detach(), vlb.mean().detach()
 
 
-def build_model(seed: int) -> ADMUNet:
-    """Model init from its own seeded RNG stream (isolated from the global one)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return ADMUNet(**MODEL_CONFIG)
-
-
-def load_dataset(n: int, cache: Path) -> torch.Tensor:
-    """The first n training images (rendering takes minutes: cached as uint8 next to the run)."""
-    if cache.exists():
-        data = np.load(cache)
-        if len(data) >= n:
-            return torch.from_numpy(data[:n]).float() / 127.5 - 1
-    images = ShapesDataset("train", n=n, size=MODEL_CONFIG["image_size"])
-    data = np.stack([((images[i] + 1) * 127.5).round().clamp(0, 255).byte().numpy() for i in tqdm(range(n), "render")])
-    np.save(cache, data)
-    return torch.from_numpy(data).float() / 127.5 - 1
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log)")
-    parser.add_argument("--steps", type=int, default=12000)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--ema", type=float, default=0.999)
-    parser.add_argument("--num-images", type=int, default=20000)
+    parser.add_argument("--num-images", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--save-every", type=int, default=500)
+    parser.add_argument("--save-every", type=int, default=250)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--export", type=Path, help="write the EMA weights + config (safetensors) and exit")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = args.out / "checkpoint.pt"
-
-    model = build_model(args.seed)
-    ema = build_model(args.seed)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    data_gen = torch.Generator().manual_seed(args.seed + 1)
-    noise_gen = torch.Generator().manual_seed(args.seed + 2)
-    step = 0
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        data_gen.set_state(state["data_gen"])
-        noise_gen.set_state(state["noise_gen"])
-        step = state["step"]
-        print(f"resumed from {ckpt_path} at step {step}")
+    state = TrainState(lambda: ADMUNet(**MODEL_CONFIG), args.seed, args.lr, args.out / "checkpoint.pt")
 
     if args.export:
-        export = args.export
-        export.parent.mkdir(parents=True, exist_ok=True)
-        save_adm(ema, export.with_suffix(".safetensors"))
+        save_adm(state.ema, args.export.with_suffix(".safetensors"))
         meta = {
             "model": MODEL_CONFIG,
-            "steps": step,
+            "steps": state.step,
             "seed": args.seed,
             "batch_size": args.batch_size,
             "lr": args.lr,
             "ema": args.ema,
             "num_images": args.num_images,
-            "dataset": "imaging.shapes train",
+            "dataset": "imaging.shapes, train split",
+            "command": "python scripts/train_prior.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         }
-        export.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
-        print(f"exported EMA weights of step {step} to {export}.safetensors")
+        args.export.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+        print(f"exported the EMA weights of step {state.step} to {args.export}.safetensors")
         return
 
-    data = load_dataset(args.num_images, args.out / f"shapes_train_{args.num_images}.npy")
-    loss_fn = HybridLoss(NoiseSchedule.linear())
-    log = (args.out / "loss.csv").open("a")
-    if step == 0:
-        log.write("step,loss,mse,vlb,seconds\n")
-    model.train()
-    start = time.time()
-    bar = tqdm(total=args.steps, initial=step, desc="train")
-    while step < args.steps:
-        idx = torch.randint(0, len(data), (args.batch_size,), generator=data_gen)
-        x0 = data[idx]
-        flip = torch.rand(args.batch_size, generator=data_gen) < 0.5  # horizontal flips
-        x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
-        t = torch.randint(0, 1000, (args.batch_size,), generator=noise_gen)
-        noise = torch.randn(x0.shape, generator=noise_gen)
-        loss, mse, vlb = loss_fn(model, x0, t, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters()):
-                p_ema.lerp_(p, 1 - args.ema)
-        step += 1
-        bar.update(1)
-        if step % 50 == 0:
-            log.write(f"{step},{loss.item():.5f},{mse.item():.5f},{vlb.item():.5f},{time.time() - start:.1f}\n")
-            log.flush()
-            bar.set_postfix(mse=f"{mse.item():.4f}")
-        if step % args.save_every == 0 or step == args.steps:
-            state = {
-                "model": model.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "data_gen": data_gen.get_state(),
-                "noise_gen": noise_gen.get_state(),
-                "step": step,
-                "config": MODEL_CONFIG,
-            }
-            tmp = ckpt_path.with_suffix(".tmp")
-            torch.save(state, tmp)
-            tmp.replace(ckpt_path)  # atomic: a crash never leaves a half-written checkpoint
-    bar.close()
-    log.close()
+    data = shapes_training_images(args.num_images, MODEL_CONFIG["image_size"], args.out / "shapes_train.npy")
+    hybrid = HybridLoss(NoiseSchedule.linear())
+
+    def loss_fn(x0: torch.Tensor):
+        t = torch.randint(0, 1000, (len(x0),), generator=state.noise_gen)
+        noise = torch.randn(x0.shape, generator=state.noise_gen)
+        loss, mse, vlb = hybrid(state.model, x0, t, noise)
+        return loss, {"loss": loss.item(), "mse": mse.item(), "vlb": vlb.item()}
+
+    state.train(
+        loss_fn,
+        data,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        ema_decay=args.ema,
+        save_every=args.save_every,
+        log_path=args.out / "loss.csv",
+    )
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ class NoisePredictor:
         if self.use_cfg and uncond is None:
             raise ValueError("classifier-free guidance needs both cond and uncond")
         self.layers: list[str] = []
+        self._shared: dict[tuple, SharedPrefix] = {}  # one per input shape, built once per sampling run
         if self.pag is not None:
             self.layers = prior.resolve_layers(self.pag.layers)
             network = prior.network
@@ -121,7 +122,10 @@ class NoisePredictor:
         s = self.pag.scale_at(t) if self.pag is not None else 0.0
         shared = None
         if s > 0 and self.pag.mode == "shared_prefix":
-            shared = SharedPrefix(self.prior.network, self._layer_modules, key=(tuple(x_t.shape[1:]),))
+            key = tuple(x_t.shape[1:])
+            if key not in self._shared:
+                self._shared[key] = SharedPrefix(self.prior.network, self._layer_modules, key=key)
+            shared = self._shared[key]
 
         def conditional_pass():
             if shared is None:

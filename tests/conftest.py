@@ -17,6 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+# The test models are tiny: on a 2-core machine torch's thread pool costs more than it gains, and with any
+# other load it makes run times erratic (0.04 s to 4 s for the same forward pass). One thread is faster.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _cpu_float32_defaults():
     """Every test starts from the same numeric state and leaves it as found."""
