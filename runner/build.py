@@ -101,11 +101,14 @@ def _build_sd(prior_cfg: DictConfig, device: torch.device, dtype: torch.dtype) -
     local = resolve_path(source)
 
     def not_found(details: str) -> SetupError:
+        env_hint = (
+            " (or any folder, then export SD15_PATH=<folder>)" if "SD15_PATH" in _raw(prior_cfg, "source") else ""
+        )
+        where = f"put them at {local}{env_hint}, or " if _looks_local(source) else ""
         return SetupError(
             f"{prior_cfg.title} weights not found: prior.source={source} ({details}).\n"
-            f"Download them where there is internet: {prior_cfg.download}\n"
-            f"put them at {resolve_path('./models/stable-diffusion-v1-5')} (or any folder, then export "
-            f"SD15_PATH=<folder>), or set prior.source=<diffusers folder | .safetensors/.ckpt file | Hub id>"
+            f"Get them where there is internet: {prior_cfg.download}\n"
+            f"{where}set prior.source=<diffusers folder | .safetensors/.ckpt file | Hugging Face Hub id>"
         )
 
     if not local.exists() and _looks_local(source):
@@ -117,7 +120,8 @@ def _build_sd(prior_cfg: DictConfig, device: torch.device, dtype: torch.dtype) -
             f"prior={prior_cfg.name} needs the latent Stable Diffusion prior (priors.sd), which this checkout cannot "
             f"import: {exc}"
         ) from exc
-    options = OmegaConf.to_container(prior_cfg.get("options") or {}, resolve=True)
+    options = prior_cfg.get("options")
+    options = OmegaConf.to_container(options, resolve=True) if isinstance(options, DictConfig) else {}
     target = str(local) if local.exists() else source
     try:
         return load_sd(target, image_size=int(prior_cfg.image_size), device=device, dtype=dtype, **options)

@@ -15,15 +15,16 @@ import runner
 REPO = Path(__file__).resolve().parents[2]
 
 
+#: environment variables the configs read; tests must not see a user's values
+CONFIG_ENV = ("ADM_CHECKPOINTS", "SD15_PATH", "FFHQ_DIR", "IMAGENET_VAL_DIR")
+
+
 @pytest.fixture(autouse=True)
-def _offline_metrics_and_one_thread(tmp_path_factory, monkeypatch):
-    """No cached metric weights (LPIPS/FID report 'unavailable'), and one CPU thread (tiny models run faster)."""
-    home = tmp_path_factory.mktemp("torch_home")
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _offline_metrics_and_clean_env(tmp_path_factory, monkeypatch):
+    """No cached metric weights (LPIPS/FID report 'unavailable') and none of the configs' environment variables."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    for name in CONFIG_ENV:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="session")
@@ -35,17 +36,41 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return save_adm(prior.network, tmp_path_factory.mktemp("prior") / "tiny_adm.safetensors")
 
 
+@pytest.fixture(scope="session")
+def tiny_sd_folder(tmp_path_factory) -> Path:
+    """A random-init tiny latent prior (SD1.5-shaped UNet, 32 px <-> 4x8x8) saved as a diffusers folder."""
+    sd = pytest.importorskip("priors.sd", reason="priors.sd (the latent SD prior) is not in this checkout")
+    prior = sd.build_tiny_sd_prior(seed=0, image_size=32, with_text_encoder=False)
+    return sd.save_sd(prior, tmp_path_factory.mktemp("prior") / "tiny_sd")
+
+
 @pytest.fixture
-def tiny_overrides(tiny_checkpoint, tmp_path) -> list[str]:
-    """Fast settings: the tiny checkpoint, 3 steps, 2 demo images, results under tmp_path."""
+def fast_overrides(tmp_path) -> list[str]:
+    """Fast settings: 3 steps, 2 demo images, results under tmp_path."""
     return [
-        f"prior.checkpoint={tiny_checkpoint}",
         f"results_root={tmp_path / 'results'}",
         "solver.num_steps=3",
         "progress_every=1",
         "data.limit=2",
         "show_progress=false",
     ]
+
+
+@pytest.fixture
+def tiny_overrides(tiny_checkpoint, fast_overrides) -> list[str]:
+    """``fast_overrides`` with the tiny random ADM as the prior."""
+    return [f"prior.checkpoint={tiny_checkpoint}", *fast_overrides]
+
+
+@pytest.fixture
+def run_fast(fast_overrides):
+    """``run_fast(*overrides)``: compose with ``fast_overrides`` first and run: (cfg, summary)."""
+
+    def _run(*overrides: str):
+        cfg = runner.compose(*fast_overrides, *overrides)
+        return cfg, runner.run(cfg)
+
+    return _run
 
 
 @pytest.fixture
@@ -67,7 +92,7 @@ def script():
 
 def run_script(script: str, *args: str, cwd: Path | None = None, env: dict | None = None):
     """``python scripts/<script> args...`` as a user types it (no PYTHONPATH), one CPU thread."""
-    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and k not in CONFIG_ENV}
     environ.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})})
     return subprocess.run(
         [sys.executable, str(REPO / "scripts" / script), *args],

@@ -29,13 +29,15 @@ def test_missing_imagenet_checkpoint(monkeypatch, tmp_path):
     assert "openaipublic.blob.core.windows.net" in str(info.value)
 
 
-def test_missing_sd15_weights(tmp_path):
+def test_missing_sd15_weights(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     cfg = runner.compose("task=motion_deblur", "prior=sd15", "pag.scale=5", f"results_root={tmp_path}")
     with pytest.raises(SetupError) as info:
         runner.run(cfg)
     message = str(info.value)
     assert message.startswith("SD1.5 weights not found: prior.source=./models/stable-diffusion-v1-5")
     assert "hf download stable-diffusion-v1-5/stable-diffusion-v1-5" in message
+    assert f"put them at {tmp_path / 'models' / 'stable-diffusion-v1-5'}" in message
     assert "SD15_PATH" in message and "or set prior.source=" in message
 
 
@@ -90,3 +92,15 @@ def test_task_that_does_not_fit_the_resolution(tmp_path, tiny_checkpoint):
     )
     with pytest.raises(SetupError, match="too small for a 30x30 hole"):
         runner.run(cfg)
+
+
+def test_missing_tiny_latent_prior(tmp_path):
+    cfg = runner.compose("prior=tiny_sd", f"results_root={tmp_path}")
+    if runner.resolve_path(cfg.prior.source).exists():
+        pytest.skip("the tiny latent prior has been shipped in this checkout")
+    with pytest.raises(SetupError) as info:
+        runner.run(cfg)
+    assert str(info.value).startswith(
+        "tiny shapes latent prior weights not found: prior.source=priors/tiny/sd_shapes32"
+    )
+    assert "scripts/train_latent_prior.py" in str(info.value)
