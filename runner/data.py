@@ -25,13 +25,18 @@ class Sample:
 
 @dataclass
 class DataSet:
-    """This shard's samples, how many the whole set has, and the files that were skipped."""
+    """This shard's samples, the names of the whole set (all shards), and the files that were skipped."""
 
     samples: list[Sample]
-    total: int
+    names: list[str]
     loader: Callable[[Sample], torch.Tensor]
     skipped: list[Skipped] = field(default_factory=list)
     description: str = ""
+
+    @property
+    def total(self) -> int:
+        """Number of images in the whole set (all shards)."""
+        return len(self.names)
 
     def load(self, sample: Sample) -> torch.Tensor:
         """(3, size, size) in [-1, 1]; raises for files whose pixels cannot be decoded."""
@@ -53,14 +58,11 @@ def build_dataset(data_cfg: DictConfig, size: int) -> DataSet:
         count = int(limit)
         start, split = int(data_cfg.get("start", 0)), str(data_cfg.get("split", "test"))
         shapes = ShapesDataset(split, n=max(count, 1), size=size, start=start)
-        samples = [
-            Sample(i, f"shapes_{split}_{start + i:05d}", f"shapes:{split}:{start + i}")
-            for i in range(count)
-            if i % num_shards == shard
-        ]
+        names = [f"shapes_{split}_{start + i:05d}" for i in range(count)]
+        samples = [Sample(i, names[i], f"shapes:{split}:{start + i}") for i in range(count) if i % num_shards == shard]
         return DataSet(
             samples,
-            count,
+            names,
             lambda s: shapes[s.index],
             description=f"{count} procedural shapes images ({split} split from {start}) at {size} px",
         )
@@ -87,7 +89,7 @@ def build_dataset(data_cfg: DictConfig, size: int) -> DataSet:
         samples = [Sample(s.index, s.name, str(s.path)) for s in folder.samples]
         return DataSet(
             samples,
-            len(folder.all),
+            [s.name for s in folder.all],
             lambda s: folder.load(by_name[s.name]),
             skipped=list(folder.skipped),
             description=f"{len(folder.all)} images from {root} at {size} px",

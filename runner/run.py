@@ -186,6 +186,12 @@ def _skipped(name: str, index: int | None, reason: str, source: str = "") -> dic
     return {"name": name, "index": index, "status": "skipped", "error": reason, "source": source}
 
 
+def _in_set(records: dict[str, dict[str, Any]], data: DataSet) -> dict[str, dict[str, Any]]:
+    """The records of this run's set (the folder may hold more, e.g. from an earlier run with a larger limit)."""
+    names = set(data.names) | {s.name for s in data.skipped}
+    return {name: r for name, r in records.items() if name in names}
+
+
 def summarize(exp: Experiment, records: dict[str, dict[str, Any]], fid: MetricResult) -> dict[str, Any]:
     """summary.json: counts, metric statistics, FID, settings, resolved config."""
     rows = list(records.values())
@@ -332,10 +338,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 folder.write_record(record)
                 records[record["name"]] = record
                 bar.update(1)
-        folder.write_metrics_csv(records.values())
+        folder.write_metrics_csv(_in_set(records, data).values())
     bar.close()
 
-    records = folder.read_records()  # other shards' results too
+    records = _in_set(folder.read_records(), data)  # other shards' results too
     folder.write_metrics_csv(records.values())
     summary = summarize(exp, records, compute_fid(exp, records))
     folder.write_summary(summary)

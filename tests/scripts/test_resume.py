@@ -71,6 +71,15 @@ def test_a_folder_with_other_settings_is_refused(run_tiny):
     run_tiny("data.limit=1", "solver.zeta=0.5", "tag=_zeta05")  # a variant goes to its own folder
 
 
+def test_a_smaller_limit_reports_only_its_images(run_tiny):
+    cfg, _ = run_tiny("data.limit=3", "solver.num_steps=1")
+    _, smaller = run_tiny("data.limit=2", "solver.num_steps=1")  # same experiment, fewer images: nothing to do
+    assert smaller["counts"] == {"images": 2, "done": 2, "failed": 0, "skipped": 0, "remaining": 0}
+    assert [r["name"] for r in read_metrics_csv(task_dir(cfg) / "metrics.csv")] == NAMES[:2]
+    _, again = run_tiny("data.limit=3", "solver.num_steps=1")
+    assert again["counts"]["done"] == 3
+
+
 def test_shards_cover_the_set_once_and_match_one_run(run_tiny):
     single_cfg, _ = run_tiny("data.limit=3", "tag=_single")
     cfg, first = run_tiny("data.limit=3", "data.num_shards=2", "data.shard=0")
