@@ -13,15 +13,19 @@ Rerunning the same command resumes: images with results are skipped. See conf/co
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+# Run from a checkout without installing; PYTHONPATH too, for launcher workers (joblib, submitit) in new processes.
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
 
-import runner  # registers the config resolvers before Hydra composes
+import runner  # noqa: E402  (after the path set-up; registers the config resolvers before Hydra composes)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
