@@ -45,8 +45,8 @@ def pag_tag(*, _root_: DictConfig) -> str:
 
 
 def path_stem(path: Any) -> str:
-    """The last component of a path (``data=folder`` names its results after the folder)."""
-    return Path(str(path)).name or "root"
+    """The last component of a path (``data=folder`` names its results after the folder); ``unset`` for None."""
+    return "unset" if path is None else (Path(str(path)).name or "root")
 
 
 def register_resolvers() -> None:
