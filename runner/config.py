@@ -113,6 +113,7 @@ class Settings:
     task: str
     step_sizes: dict[str, float]
     pag: PAG | None
+    num_steps: int = 1000
     sources: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,6 +131,7 @@ class Settings:
             "dataset": self.dataset,
             "task": self.task,
             **self.step_sizes,
+            "num_steps": self.num_steps,
             "pag": pag,
             "sources": dict(self.sources),
         }
@@ -137,6 +139,7 @@ class Settings:
     def describe(self) -> str:
         """One line: ``dps on ffhq/box_inpaint: zeta=1 (table ...); PAG s=1 on input_blocks.9.1 (table ...)``."""
         parts = [f"{k}={v:g} ({self.sources[k]})" for k, v in self.step_sizes.items()]
+        parts.append(f"{self.num_steps} steps ({self.sources['num_steps']})")
         if self.pag is None:
             parts.append("PAG off")
         else:
@@ -171,8 +174,8 @@ def resolve_settings(cfg: DictConfig) -> Settings:
         nonlocal table
         if table is None:
             table = _table(cfg, solver, dataset)
-        if key == "pag_layers":
-            value = table.get("pag_layers")
+        if key in ("pag_layers", "num_steps"):  # per dataset, not per task
+            value = table.get(key)
         else:
             entry = (table.get("tasks") or {}).get(task)
             if entry is None:
@@ -203,6 +206,11 @@ def resolve_settings(cfg: DictConfig) -> Settings:
             key = f"{param}_pag" if pag_on else param
             step_sizes[param], sources[param] = float(lookup(key)), f"{where}.tasks.{task}.{key}"
 
+    if cfg.solver.get("num_steps") is not None:
+        num_steps, sources["num_steps"] = int(cfg.solver.num_steps), "solver.num_steps"
+    else:
+        num_steps, sources["num_steps"] = int(lookup("num_steps")), f"{where}.num_steps"
+
     pag = None
     if pag_on:
         if scale is not None and float(scale) > 0:
@@ -224,7 +232,7 @@ def resolve_settings(cfg: DictConfig) -> Settings:
             )
         except ValueError as exc:
             raise SetupError(f"invalid PAG settings: {exc}") from exc
-    return Settings(solver, dataset, task, step_sizes, pag, sources)
+    return Settings(solver, dataset, task, step_sizes, pag, num_steps, sources)
 
 
 # -- operators ------------------------------------------------------------------------------------------------

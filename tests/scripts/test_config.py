@@ -87,6 +87,7 @@ def test_dps_table_7(dataset, task):
     plain = table_settings(DPS_PRIOR[dataset], dataset, task)
     assert plain.solver == "dps" and plain.pag is None
     assert plain.step_sizes == {"zeta": zeta}
+    assert plain.num_steps == 1000  # DPS: the full 1000-step DDPM chain
     guided = table_settings(DPS_PRIOR[dataset], dataset, task, pag__enabled=True)
     assert guided.step_sizes == {"zeta": zeta_pag}
     assert guided.pag.scale == scale
@@ -107,6 +108,7 @@ def test_psld_table_5(dataset, task):
     guided = table_settings("sd15", dataset, task, pag__enabled=True)  # solver=auto picks PSLD for the latent prior
     assert guided.solver == "psld"
     assert guided.step_sizes == {"omega": omega, "gamma": gamma}
+    assert guided.num_steps == 1000  # PSLD's default DDIM steps
     assert guided.pag.scale == scale
     assert guided.pag.layers == ("input_blocks.8.1.transformer_blocks.0.attn1",)
     plain = table_settings("sd15", dataset, task)
