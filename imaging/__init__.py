@@ -4,7 +4,7 @@ Tensors are (3, H, W) or (B, 3, H, W) floats in [-1, 1]; files are 8-bit RGB PNG
 """
 
 from .folder import FileSample, ImageFolder, Skipped, check_shard
-from .grid import fit_nearest, image_row, restoration_grid
+from .grid import fit_nearest, image_grid, image_row, restoration_grid
 from .io import (
     DEFAULT_BACKGROUND,
     RESAMPLE,
@@ -36,6 +36,7 @@ __all__ = [
     "check_shard",
     "fit_nearest",
     "from_uint8",
+    "image_grid",
     "image_row",
     "load_image",
     "quantize",

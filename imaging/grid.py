@@ -46,3 +46,19 @@ def restoration_grid(
     with nearest; an inpainting ``y`` is the masked image itself.
     """
     return image_row([label, measurement, recon, *progress], size=label.shape[-1], gap=gap)
+
+
+def image_grid(rows: Sequence[Sequence[torch.Tensor]], size: int | None = None, gap: int = 2, fill: float = 1.0):
+    """Rows of images (each row as in ``image_row``, all rows the same length) stacked top to bottom."""
+    if not rows:
+        raise ValueError("image_grid needs at least one row")
+    lines = [image_row(row, size=size, gap=gap, fill=fill) for row in rows]
+    if len({line.shape for line in lines}) != 1:
+        raise ValueError("image_grid rows must hold the same number of images")
+    spacer = torch.full((lines[0].shape[0], gap, lines[0].shape[-1]), fill)
+    parts: list[torch.Tensor] = []
+    for k, line in enumerate(lines):
+        if k:
+            parts.append(spacer)
+        parts.append(line)
+    return torch.cat(parts, dim=-2)

@@ -1,19 +1,23 @@
 #!/usr/bin/env python
 """What PAG costs: seconds per solver step and peak memory, measured side by side in one run.
 
-    python scripts/benchmark.py                          # tiny models, CPU: a minute
-    python scripts/benchmark.py --suite real --repeats 3 # + FFHQ-ADM at 256 px and an SD1.5-shaped PSLD step
+    python scripts/benchmark.py                                   # tiny models: about a minute on a CPU
+    python scripts/benchmark.py --suite real --repeats 3          # + FFHQ-ADM at 256 px, SD1.5-shaped PSLD step
     python scripts/benchmark.py --device cuda --suite real --json results.json
 
 For each model it times one full solver step (prior passes, sampler update, data-consistency gradient) for
-  bare       the DPS/PSLD update written directly against the network (no guidance machinery at all)
-  none       our solver with PAG off                              -> no regression when PAG is off
-  naive      PAG with both passes building autograd graphs        (the PSLD_PAG reference's approach)
-  no_grad    PAG with the perturbed pass under torch.no_grad
-  shared     PAG with no graph and the prefix before the first perturbed layer reused (our default)
-  cfg+pag    a prompt with CFG and PAG (latent priors only: three UNet passes)
-and, for PSLD, the memory levers (gradient checkpointing, bf16 autocast). Every configuration runs in its
-own subprocess, so its peak memory (CUDA: max allocated; CPU: peak RSS above the loaded model) is its own.
+  bare      the DPS / PSLD update written directly against the network (no guidance machinery at all)
+  none      our solver with PAG off                               -> no regression when PAG is off
+  naive     PAG with both passes building autograd graphs         (the PSLD_PAG reference's approach)
+  no_grad   PAG with the perturbed pass under torch.no_grad
+  shared    PAG with no graph and the prefix before the first perturbed layer reused (our default)
+  cfg+pag   a prompt with CFG and PAG (latent priors only: three UNet passes)
+and, for PSLD, the memory levers (UNet + VAE gradient checkpointing, bf16 autocast) with PAG off.
+
+Timing: all cases of one model run in one process, round-robin (repeat r times every case in turn), so slow
+drifts of the machine's load hit every case alike and the ratios to ``none`` stay meaningful. Memory: every case
+runs once more in a fresh process of its own, measuring the peak of one step above the loaded model (CUDA: max
+allocated; CPU: the process's peak resident set, reset before the step through /proc/self/clear_refs).
 Real-size models use random weights: the cost depends on the architecture, not on the values.
 """
 
@@ -23,76 +27,18 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
-
-@dataclass
-class Case:
-    model: str  # tiny_adm | ffhq_adm | tiny_sd | sd15_shaped
-    mode: str  # bare | none | naive | no_grad | shared | cfg+pag
-    lever: str = ""  # "" | checkpointing | bf16
-
-
-@dataclass
-class Result:
-    model: str
-    mode: str
-    lever: str
-    seconds: list[float]
-    peak_mb: float
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-
-# -- the models -------------------------------------------------------------------------------------
 ADM_MODELS = {"tiny_adm": ("tiny", ("input_blocks.3.1",)), "ffhq_adm": ("ffhq_256", ("input_blocks.9.1",))}
-SD_MODELS = {"tiny_sd": 32, "sd15_shaped": 256}  # pixel size of the PSLD problem
+SD_MODELS = {"tiny_sd": 32, "sd15_shaped": 256}  # image size of the PSLD problem (SD1.5-shaped: 32x32 latents)
 SD_LAYER = "input_blocks.8.1.transformer_blocks.0.attn1"
-
-
-def build_dps(case: Case, device: str):
-    from operators import make_operator
-    from operators.random import generators_from_seeds
-    from priors.adm import ADMPrior
-    from solvers import DPS, PAG
-
-    preset, layers = ADM_MODELS[case.model]
-    prior = ADMPrior.from_preset(preset, init="random", generator=torch.Generator().manual_seed(0))
-    prior = prior.to(device).eval().requires_grad_(False)
-    size = prior.sample_shape[-1]
-    op = make_operator("box_inpaint", image_size=size, margin=size // 16, generator=generators_from_seeds([0])).to(
-        device
-    )
-    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device) * 2 - 1
-    y = op.measure(x, generators_from_seeds([2]))
-    modes = {"none": None, "naive": "naive", "no_grad": "no_grad", "shared": "shared_prefix"}
-    pag = PAG(2.0, layers, mode=modes[case.mode]) if modes.get(case.mode) else None
-    solver = DPS(prior, op, zeta=1.0, num_steps=1000, pag=pag, progress=False)
-    return prior, op, y, solver
-
-
-def dps_bare_step(prior, op, y, solver, i, x_t, noise):
-    """The DPS update written straight from the equations against the raw network (the baseline)."""
-    sched, net = solver.schedule, prior.network
-    t = sched.timesteps[i].to(x_t.device).expand(x_t.shape[0])
-    x_t = x_t.detach().requires_grad_(True)
-    eps, v = net(x_t, t).chunk(2, dim=1)
-    x0_hat = sched.predict_x0(i, x_t, eps).clamp(-1, 1)
-    log_var = sched.log_variance(i, x_t, "learned_range", v.detach())
-    x_prev = sched.ddpm_step(i, x0_hat.detach(), x_t.detach(), noise, log_var)
-    loss = (y - op(x0_hat)).flatten(1).norm(dim=1).sum()
-    return x_prev - torch.autograd.grad(loss, x_t)[0]
-
-
+PAG_MODES = {"naive": "naive", "no_grad": "no_grad", "shared": "shared_prefix", "cfg+pag": "shared_prefix"}
 SD15_VAE_CONFIG = {  # runwayml/stable-diffusion-v1-5 vae/config.json
     "in_channels": 3,
     "out_channels": 3,
@@ -107,9 +53,40 @@ SD15_VAE_CONFIG = {  # runwayml/stable-diffusion-v1-5 vae/config.json
 }
 
 
-def sd15_shaped_prior(image_size: int, seed: int, **options):
-    """SD1.5's UNet and VAE architectures with random weights (no text encoder: a random (1, 77, 768) null
-    embedding stands in for CLIP's empty-prompt output)."""
+@dataclass(frozen=True)
+class Case:
+    mode: str  # bare | none | naive | no_grad | shared | cfg+pag
+    lever: str = ""  # "" | checkpointing | bf16
+
+    @property
+    def label(self) -> str:
+        return f"{self.mode}+{self.lever}" if self.lever else self.mode
+
+
+@dataclass
+class Result:
+    model: str
+    mode: str
+    lever: str
+    seconds: list[float] = field(default_factory=list)
+    peak_mb: float | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def cases_for(model: str) -> list[Case]:
+    cases = [Case(m) for m in ("bare", "none", "naive", "no_grad", "shared")]
+    if model in SD_MODELS:
+        cases += [Case("cfg+pag"), Case("none", "checkpointing"), Case("none", "bf16")]
+    return cases
+
+
+# -- building one model's problem -----------------------------------------------------------------------------
+def sd15_shaped_prior(image_size: int, seed: int):
+    """SD1.5's UNet and VAE architectures with random weights; a random (1, 77, 768) tensor stands in for CLIP's
+    empty-prompt embedding (no text encoder is needed to measure the cost)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from priors.sd import StableDiffusionPrior, tiny_scheduler
@@ -120,127 +97,163 @@ def sd15_shaped_prior(image_size: int, seed: int, **options):
         unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
         vae = AutoencoderKL(**SD15_VAE_CONFIG)
         null = torch.randn(1, 77, 768)
-    return StableDiffusionPrior(unet, vae, tiny_scheduler(), image_size=image_size, null_embedding=null, **options)
+    return StableDiffusionPrior(unet, vae, tiny_scheduler(), image_size=image_size, null_embedding=null)
 
 
-def build_psld(case: Case, device: str):
-    from operators import make_operator
-    from operators.random import generators_from_seeds
-    from priors.sd import build_tiny_sd_prior
-    from solvers import PAG, PSLD
+class Problem:
+    """One model, one box-inpainting measurement, one mid-chain step; ``step(case)`` runs that case's step."""
 
-    size = SD_MODELS[case.model]
-    options = {"gradient_checkpointing": case.lever == "checkpointing"}
-    if case.lever == "bf16":
-        options["autocast_dtype"] = torch.bfloat16
-    if case.model == "tiny_sd":
-        prior = build_tiny_sd_prior(seed=0, image_size=size, **options)
-    else:
-        prior = sd15_shaped_prior(image_size=size, seed=0, **options)
-    prior = prior.to(device)
-    op = make_operator("box_inpaint", image_size=size, margin=size // 16, generator=generators_from_seeds([0])).to(
-        device
-    )
-    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device) * 2 - 1
-    y = op.measure(x, generators_from_seeds([2]))
-    modes = {
-        "none": None,
-        "naive": "naive",
-        "no_grad": "no_grad",
-        "shared": "shared_prefix",
-        "cfg+pag": "shared_prefix",
-    }
-    pag = PAG(2.0, (SD_LAYER,), mode=modes[case.mode]) if modes.get(case.mode) else None
-    solver = PSLD(prior, op, omega=1.0, gamma=0.1, num_steps=1000, pag=pag, progress=False)
-    if case.mode == "cfg+pag":  # a prompt's embedding: any tensor of the right shape costs the same
-        null = prior.null_embedding
-        solver.cond = torch.randn(null.shape, generator=torch.Generator().manual_seed(4)).to(null)
-        solver.uncond, solver.cfg_scale = null, 7.5
-    return prior, op, y, solver
+    def __init__(self, model: str, device: str):
+        from operators import make_operator
+        from operators.random import generators_from_seeds
+        from priors.adm import ADMPrior
+        from priors.sd import build_tiny_sd_prior
+
+        self.model, self.device = model, device
+        self.is_dps = model in ADM_MODELS
+        if self.is_dps:
+            preset, self.layers = ADM_MODELS[model]
+            prior = ADMPrior.from_preset(preset, init="random", generator=torch.Generator().manual_seed(0))
+        else:
+            self.layers = (SD_LAYER,)
+            size = SD_MODELS[model]
+            prior = build_tiny_sd_prior(seed=0, image_size=size) if model == "tiny_sd" else sd15_shaped_prior(size, 0)
+        self.prior = prior.to(device).eval().requires_grad_(False)
+        size = self.prior.image_size[0] if not self.is_dps else self.prior.sample_shape[-1]
+        generator = torch.Generator().manual_seed(1)
+        op = make_operator("box_inpaint", image_size=size, margin=size // 16, generator=generators_from_seeds([0]))
+        self.op = op.to(device)
+        x = torch.rand(1, 3, size, size, generator=generator).to(device) * 2 - 1
+        self.y = self.op.measure(x, generators_from_seeds([2]))
+        self.x_t = torch.randn((1, *self.prior.sample_shape), generator=generator).to(device)
+        self.noise = torch.randn((1, *self.prior.sample_shape), generator=generator).to(device)
+        self.generators = [generator]
+        self.solvers = {}
+
+    def solver(self, case: Case):
+        from solvers import DPS, PAG, PSLD, NoisePredictor
+
+        if case not in self.solvers:
+            mode = PAG_MODES.get(case.mode)
+            pag = PAG(2.0, self.layers, mode=mode) if mode else None
+            if self.is_dps:
+                solver = DPS(self.prior, self.op, zeta=1.0, num_steps=1000, pag=pag, progress=False)
+                predictor = NoisePredictor(self.prior, pag)
+            else:
+                solver = PSLD(self.prior, self.op, omega=1.0, gamma=0.1, num_steps=1000, pag=pag, progress=False)
+                cond = uncond = None
+                if case.mode == "cfg+pag":  # a prompt's embedding: any tensor of the right shape costs the same
+                    uncond = self.prior.null_embedding
+                    cond = torch.randn(uncond.shape, generator=torch.Generator().manual_seed(4)).to(uncond)
+                predictor = NoisePredictor(self.prior, pag, cond=cond, uncond=uncond, cfg_scale=7.5)
+            self.solvers[case] = (solver, predictor)
+        return self.solvers[case]
+
+    def set_lever(self, lever: str) -> None:
+        """Switch the PSLD memory levers on the one prior (so that every case shares the same weights)."""
+        if self.is_dps:
+            return
+        for module in (self.prior.unet, self.prior.vae):
+            if lever == "checkpointing":
+                module.enable_gradient_checkpointing()
+            else:
+                module.disable_gradient_checkpointing()
+        self.prior.autocast_dtype = self.prior.vae_autocast_dtype = torch.bfloat16 if lever == "bf16" else None
+
+    def step(self, case: Case) -> torch.Tensor:
+        solver, predictor = self.solver(case)
+        self.set_lever(case.lever)
+        i = len(solver.schedule) // 2  # a mid-chain step: PAG is active, nothing special about it
+        if case.mode == "bare":
+            return (dps_bare_step if self.is_dps else psld_bare_step)(self, solver, i)
+        if self.is_dps:
+            return solver.step(predictor, i, self.x_t, self.y, self.noise)[0]
+        return solver.step(predictor, i, self.x_t, self.y, None, self.generators)[0]
+
+    def sync(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
 
 
-def psld_bare_step(prior, op, y, solver, i, z_t, noise):
+def dps_bare_step(p: Problem, solver, i: int) -> torch.Tensor:
+    """The DPS update written straight from the equations against the raw network (the baseline)."""
+    sched, net = solver.schedule, p.prior.network
+    t = sched.timesteps[i].to(p.x_t.device).expand(p.x_t.shape[0])
+    x_t = p.x_t.detach().requires_grad_(True)
+    eps, v = net(x_t, t).chunk(2, dim=1)
+    x0_hat = sched.predict_x0(i, x_t, eps).clamp(-1, 1)
+    log_var = sched.log_variance(i, x_t, "learned_range", v.detach())
+    x_prev = sched.ddpm_step(i, x0_hat.detach(), x_t.detach(), p.noise, log_var)
+    loss = (p.y - p.op(x0_hat)).flatten(1).norm(dim=1).sum()
+    return x_prev - torch.autograd.grad(loss, x_t)[0]
+
+
+def psld_bare_step(p: Problem, solver, i: int) -> torch.Tensor:
     """The PSLD update straight from the equations against the raw UNet / VAE (the baseline)."""
-    sched = solver.schedule
-    t = int(sched.timesteps[i])
-    z_t = z_t.detach().requires_grad_(True)
-    eps = prior(z_t, t).eps
+    sched, prior, op, y = solver.schedule, p.prior, p.op, p.y
+    t = torch.full((p.x_t.shape[0],), int(sched.timesteps[i]), device=p.x_t.device)
+    z_t = p.x_t.detach().requires_grad_(True)
+    eps = prior.unet(z_t, t, encoder_hidden_states=prior.null_embedding).sample
     z0_hat = sched.predict_x0(i, z_t, eps)
     z_prev = sched.ddim_step(i, z0_hat.detach(), eps.detach())
-    x0 = prior.decode(z0_hat)
+    x0 = prior.vae.decode(z0_hat / prior.scaling_factor).sample
     meas = (y - op(x0)).flatten(1).norm(dim=1)
     glued = op.transpose(y) + x0 - op.transpose(op(x0))
-    glue = (prior.encode(glued) - z0_hat).flatten(1).norm(dim=1)
+    glue = (prior.vae.encode(glued).latent_dist.mean * prior.scaling_factor - z0_hat).flatten(1).norm(dim=1)
     loss = (solver.omega * meas + solver.gamma * glue).sum()
     return z_prev - torch.autograd.grad(loss, z_t)[0]
 
 
-# -- the worker: one case, its own process ------------------------------------------------------------
-def peak_memory_mb(device: str, rss_start_kb: int) -> float:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    return max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_start_kb) / 1024
-
-
-def run_case(case: Case, device: str, warmup: int, repeats: int, threads: int) -> Result:
-    from solvers import NoisePredictor
-
-    if threads:
-        torch.set_num_threads(threads)
-    is_dps = case.model in ADM_MODELS
-    prior, op, y, solver = (build_dps if is_dps else build_psld)(case, device)
-    generator = torch.Generator().manual_seed(3)
-    x_t = torch.randn((1, *prior.sample_shape), generator=generator).to(device)
-    noise = torch.randn((1, *prior.sample_shape), generator=generator).to(device)
-    i = len(solver.schedule) // 2  # a mid-chain step: PAG is active, nothing special about it
-    if is_dps:
-        predict = NoisePredictor(prior, solver.pag)
-    else:
-        predict = NoisePredictor(prior, solver.pag, cond=solver.cond, uncond=solver.uncond, cfg_scale=solver.cfg_scale)
-
-    def step():
-        if case.mode == "bare":
-            return (dps_bare_step if is_dps else psld_bare_step)(prior, op, y, solver, i, x_t, noise)
-        if is_dps:
-            return solver.step(predict, i, x_t, y, noise)[0]
-        return solver.step(predict, i, x_t, y, None, [generator])[0]
-
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
+# -- workers ----------------------------------------------------------------------------------------------------
+def time_model(model: str, device: str, warmup: int, repeats: int) -> list[Result]:
+    problem = Problem(model, device)
+    cases = cases_for(model)
+    results = {case: Result(model, case.mode, case.lever) for case in cases}
     for _ in range(warmup):
-        step()
-    sync()
-    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    seconds = []
+        for case in cases:
+            problem.step(case)
+    problem.sync()
     for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        sync()
-        seconds.append(time.perf_counter() - start)
-    return Result(case.model, case.mode, case.lever, seconds, peak_memory_mb(device, rss_start))
+        for case in cases:  # round-robin: load drifts hit every case alike
+            start = time.perf_counter()
+            problem.step(case)
+            problem.sync()
+            results[case].seconds.append(time.perf_counter() - start)
+    return list(results.values())
 
 
-# -- the driver -----------------------------------------------------------------------------------------
-def cases_for(suite: str) -> list[Case]:
-    dps_models = ["tiny_adm"] + (["ffhq_adm"] if suite == "real" else [])
-    sd_models = ["tiny_sd"] + (["sd15_shaped"] if suite == "real" else [])
-    cases = [Case(m, mode) for m in dps_models for mode in ("bare", "none", "naive", "no_grad", "shared")]
-    for m in sd_models:
-        cases += [Case(m, mode) for mode in ("bare", "none", "naive", "no_grad", "shared", "cfg+pag")]
-        cases += [Case(m, "none", "checkpointing"), Case(m, "none", "bf16")]
-    return cases
+def _status_kb(field_name: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
 
 
-def spawn(case: Case, args: argparse.Namespace) -> Result:
+def peak_memory(model: str, case: Case, device: str) -> float:
+    """MB above the loaded model at the peak of one step (after one warm-up step)."""
+    problem = Problem(model, device)
+    problem.step(case)  # warm-up: lazy allocations, cuDNN / oneDNN plans
+    problem.sync()
+    if device.startswith("cuda"):
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        problem.step(case)
+        problem.sync()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    base = _status_kb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak resident set (VmHWM) to the current one
+    problem.step(case)
+    return (_status_kb("VmHWM") - base) / 1024
+
+
+# -- driver -----------------------------------------------------------------------------------------------------
+def run_worker(args: argparse.Namespace, *worker: str) -> object:
     command = [
         sys.executable,
-        __file__,
-        "--worker",
-        json.dumps(asdict(case)),
+        os.path.abspath(__file__),
+        *worker,
         "--device",
         args.device,
         "--warmup",
@@ -252,19 +265,22 @@ def spawn(case: Case, args: argparse.Namespace) -> Result:
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"benchmark case {case} failed:\n{done.stderr[-3000:]}")
-    return Result(**json.loads(done.stdout.strip().splitlines()[-1]))
+        raise RuntimeError(f"benchmark worker {worker} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def table(results: list[Result]) -> str:
-    rows = ["| model | mode | lever | s/step (median) | spread (min-max) | x 'none' | peak MB |", "|" + "---|" * 7]
-    base = {(r.model, r.lever): r.median for r in results if r.mode == "none"}
-    none_plain = {r.model: r.median for r in results if r.mode == "none" and not r.lever}
+    rows = [
+        "| model | case | s/step (median) | spread (min-max) | x none | peak MB above model |",
+        "|---|---|---|---|---|---|",
+    ]
+    none = {r.model: r.median for r in results if r.mode == "none" and not r.lever}
     for r in results:
-        ref = none_plain.get(r.model) or base.get((r.model, r.lever))
+        label = f"{r.mode}+{r.lever}" if r.lever else r.mode
+        peak = "-" if r.peak_mb is None else f"{r.peak_mb:.0f}"
         rows.append(
-            f"| {r.model} | {r.mode} | {r.lever or '-'} | {r.median:.4f} | {min(r.seconds):.4f}-{max(r.seconds):.4f} "
-            f"| {r.median / ref:.2f} | {r.peak_mb:.0f} |"
+            f"| {r.model} | {label} | {r.median:.4f} | {min(r.seconds):.4f}-{max(r.seconds):.4f} "
+            f"| {r.median / none[r.model]:.2f} | {peak} |"
         )
     return "\n".join(rows)
 
@@ -272,30 +288,42 @@ def table(results: list[Result]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", choices=["tiny", "real"], default="tiny")
+    parser.add_argument("--only", default="", help="comma-separated models (tiny_adm, ffhq_adm, tiny_sd, sd15_shaped)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per worker (0: torch's default)")
-    parser.add_argument("--only", default="", help="comma-separated model names to run (default: the suite's)")
-    parser.add_argument("--json", default="", help="write the results here")
-    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-case memory processes")
+    parser.add_argument("--json", default="", help="also write the results here")
+    parser.add_argument("--time-worker", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
-    if args.worker:
-        result = run_case(Case(**json.loads(args.worker)), args.device, args.warmup, args.repeats, args.threads)
-        print(json.dumps(asdict(result)))
+    if args.time_worker:
+        results = time_model(args.time_worker, args.device, args.warmup, args.repeats)
+        print(json.dumps([asdict(r) for r in results]))
+        return
+    if args.memory_worker:
+        model, mode, lever = json.loads(args.memory_worker)
+        print(json.dumps(peak_memory(model, Case(mode, lever), args.device)))
         return
 
-    cases = cases_for(args.suite)
-    if args.only:
-        wanted = set(args.only.split(","))
-        cases = [c for c in cases if c.model in wanted]
-    results = []
-    for case in cases:
-        print(f"running {case.model} {case.mode} {case.lever}".rstrip(), file=sys.stderr, flush=True)
-        results.append(spawn(case, args))
+    models = args.only.split(",") if args.only else ["tiny_adm", "tiny_sd"]
+    if args.suite == "real" and not args.only:
+        models += ["ffhq_adm", "sd15_shaped"]
+    results: list[Result] = []
+    for model in models:
+        print(f"timing {model} ...", file=sys.stderr, flush=True)
+        model_results = [Result(**r) for r in run_worker(args, "--time-worker", model)]
+        if not args.no_memory:
+            for r in model_results:
+                print(f"  memory {model} {r.mode} {r.lever}".rstrip(), file=sys.stderr, flush=True)
+                r.peak_mb = run_worker(args, "--memory-worker", json.dumps([model, r.mode, r.lever]))
+        results += model_results
     machine = {
-        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else (platform.processor() or "cpu"),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "threads": args.threads or torch.get_num_threads(),

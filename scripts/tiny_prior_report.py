@@ -1,0 +1,159 @@
+#!/usr/bin/env python
+"""Measure the shipped tiny priors on held-out images: PSNR / SSIM per task for the naive back-projection of the
+measurement, the solver without PAG and with PAG at several scales; plus unconditional samples with and
+without PAG as a picture. Writes a markdown table, a JSON file and PNGs.
+
+    python scripts/tiny_prior_report.py --prior tiny_adm --scales 1,2,4 --out docs/results/tiny_adm
+    python scripts/tiny_prior_report.py --prior tiny_sd  --scales 1,2,4 --out docs/results/tiny_sd
+    python scripts/tiny_prior_report.py --prior tiny_adm --split train --start 500000 ...   # tuning images
+
+Everything runs through the same code as ``scripts/restore.py`` (configs, step-size table, operators, per-image
+seed streams), with all images of a task in one batch (results do not depend on the batch: one generator per image).
+The default images are the shapes *test* split, which training never sees; ``--split train --start 500000`` gives
+training-split images beyond the first 10,000 the priors were trained on, for tuning without touching the test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import runner
+from evaluation.pixel import psnr, ssim
+from imaging.grid import image_grid
+from imaging.io import quantize, save_image, write_json, write_text
+from operators import SuperResolution
+from runner.seeds import image_streams
+from solvers import PAG, sample
+
+TASKS = ("box_inpaint", "sr4", "gaussian_deblur", "motion_deblur")
+
+
+def naive_inverse(operator, y: torch.Tensor, size: int) -> torch.Tensor:
+    """The measurement taken at face value: the masked image, the blurred image, bicubic upsampling for SR."""
+    if isinstance(operator, SuperResolution):
+        return F.interpolate(y, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
+    return y.clamp(-1, 1)
+
+
+def scores(x_hat: torch.Tensor, x: torch.Tensor) -> dict[str, list[float]]:
+    """PSNR / SSIM on [0, 1] of the 8-bit images (what a saved PNG gives)."""
+    a, b = (quantize(x_hat) + 1) / 2, (quantize(x) + 1) / 2
+    return {"psnr": psnr(a, b).tolist(), "ssim": ssim(a, b).tolist()}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    return float(t.mean()), float(t.std()) if len(t) > 1 else 0.0
+
+
+def task_overrides(args, task: str) -> list[str]:
+    return [
+        f"prior={args.prior}",
+        f"task={task}",
+        f"data.limit={args.n}",
+        f"data.split={args.split}",
+        f"data.start={args.start}",
+        f"seed={args.seed}",
+        *args.override,
+    ]
+
+
+def evaluate_task(args, task: str, prior, scales: list[float]) -> dict:
+    base = task_overrides(args, task)
+    cfg = runner.compose(*base)
+    size = runner.prior_image_size(prior)
+    data = runner.build_dataset(cfg.data, size)
+    x = torch.stack([data.load(s) for s in data.samples])
+    indices = [s.index for s in data.samples]
+    streams = image_streams(args.seed, indices)
+    operator = runner.build_operator(cfg.task, size, streams.operator)
+    y = operator.measure(x, streams.noise)
+    rows = {"naive": scores(naive_inverse(operator, y, size), x)}
+    images = {"label": x, "naive": naive_inverse(operator, y, size)}
+    for scale in [0.0, *scales]:
+        settings = runner.resolve_settings(runner.compose(*base, *([f"pag.scale={scale}"] if scale > 0 else [])))
+        solver = runner.build_solver(settings, cfg.solver, prior, operator, progress=args.progress)
+        start = time.time()
+        x_hat = solver.restore(y, image_streams(args.seed, indices).sampler)
+        label = "no PAG" if scale == 0 else f"PAG s={scale:g}"
+        rows[label] = scores(x_hat, x) | {"seconds": time.time() - start, "settings": settings.describe()}
+        images[label] = x_hat
+        print(f"  {task:16s} {label:10s} PSNR {mean_std(rows[label]['psnr'])[0]:.2f}  ({time.time() - start:.0f} s)")
+    return {"rows": rows, "images": images}
+
+
+def table(results: dict[str, dict]) -> str:
+    labels = list(next(iter(results.values()))["rows"])
+    lines = ["| PSNR (dB) ± std / SSIM | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+    for label in labels:
+        cells = []
+        for task in results:
+            r = results[task]["rows"][label]
+            (p, ps), (s, _) = mean_std(r["psnr"]), mean_std(r["ssim"])
+            cells.append(f"{p:.2f} ± {ps:.2f} / {s:.3f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prior", default="tiny_adm", choices=["tiny_adm", "tiny_sd"])
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--scales", default="1,2,4", help="PAG scales besides 0")
+    parser.add_argument("--n", type=int, default=16, help="images per task")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=int, default=16, help="unconditional samples for the picture (0: none)")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("override", nargs="*", help="extra Hydra overrides, e.g. solver.zeta=2 pag.layers=[...]")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    scales = [float(s) for s in args.scales.split(",") if s]
+    cfg = runner.compose(f"prior={args.prior}", *args.override)
+    prior = runner.build_prior(cfg.prior, torch.device("cpu"), torch.float32)
+
+    results = {}
+    for task in args.tasks.split(","):
+        results[task] = evaluate_task(args, task, prior, scales)
+        # one row per image: label | naive | no PAG | PAG s=...
+        columns = list(results[task]["images"].values())
+        save_image(image_grid([list(r) for r in zip(*(c[:8] for c in columns))], gap=1), args.out / f"{task}.png")
+
+    report = {
+        "prior": args.prior,
+        "split": args.split,
+        "start": args.start,
+        "n": args.n,
+        "seed": args.seed,
+        "overrides": args.override,
+        "command": "python scripts/tiny_prior_report.py " + " ".join(argv if argv is not None else []),
+        "results": {t: r["rows"] for t, r in results.items()},
+    }
+    markdown = table(results)
+    if args.samples:
+        settings = runner.resolve_settings(runner.compose(f"prior={args.prior}", "pag.enabled=true", *args.override))
+        layers = settings.pag.layers
+        pictures = []
+        for scale in [0.0, *scales]:
+            pag = PAG(scale, layers) if scale > 0 else None
+            gens = image_streams(args.seed, range(args.samples)).sampler
+            pictures.append(sample(prior, args.samples, gens, num_steps=settings.num_steps, pag=pag, progress=False))
+        # one row per PAG scale (0 first), same seeds in every row
+        save_image(image_grid([list(p) for p in pictures], gap=1), args.out / "samples.png")
+        report["samples"] = {"scales": [0.0, *scales], "layers": list(layers), "num_steps": settings.num_steps}
+    write_json(args.out / "report.json", report)
+    write_text(args.out / "table.md", markdown + "\n")
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
