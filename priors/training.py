@@ -109,8 +109,13 @@ class TrainState:
         desc: str = "train",
         clip_grad: float = 1.0,
         flip: bool = True,
+        ema_warmup: bool = False,
     ) -> None:
-        """Optimise ``loss_fn(batch) -> (loss, logged)`` up to ``steps``; log every 50, save every ``save_every``."""
+        """Optimise ``loss_fn(batch) -> (loss, logged)`` up to ``steps``; log every 50, save every ``save_every``.
+
+        ``ema_warmup``: decay min(ema_decay, (1 + step) / (10 + step)), so that a short run's EMA does not keep a
+        large share of the initial weights (0.999 ** 1500 = 22 %).
+        """
         self.model.train()
         log_path.parent.mkdir(parents=True, exist_ok=True)
         new_log = not log_path.exists()
@@ -122,7 +127,8 @@ class TrainState:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip_grad)
                 self.optimizer.step()
-                ema_update(self.ema, self.model, ema_decay)
+                decay = min(ema_decay, (1 + self.step) / (10 + self.step)) if ema_warmup else ema_decay
+                ema_update(self.ema, self.model, decay)
                 self.step += 1
                 bar.update(1)
                 if self.step % 50 == 0:

@@ -8,12 +8,15 @@ exactly like Stable Diffusion 1.5.
     python scripts/train_latent_prior.py --out runs/tiny_sd --export priors/tiny/sd_shapes32
 
 Stage ``vae``: 32x32 RGB <-> 4x8x8 latents (downsampling 4), loss ||x - D(z)||^2 + 1e-6 KL with z ~ E(x)
-(SD's KL weight; no perceptual or adversarial terms, which need downloaded networks). Then the latent
+(SD's KL weight; no perceptual or adversarial terms, which need downloaded networks). The VAE is used as
+trained, not its EMA: after 1500 steps an EMA at decay 0.999 still holds 22 % of the initial weights (measured
+round trip on 64 held-out images: 17.6 dB PSNR for that EMA, 26.8 dB for the trained weights). Then the latent
 scaling factor is set to 1 / std of the posterior means over the training images, as SD's 0.18215 was.
 Stage ``unet``: SD1.5's block types (3 cross-attention down blocks + a plain one, cross-attention mid block,
 mirrored up blocks, layers_per_block 2, so the papers' layer ``input_blocks.8.1...attn1`` exists), epsilon
 prediction on SD's scaled-linear schedule, conditioned on a fixed null embedding (the "empty prompt" of a
-model without text encoder), trained on the cached scaled posterior means of the (flipped) training images.
+model without text encoder), trained on the cached scaled posterior means of the (flipped) training images,
+with an EMA warm-up.
 Every stage is deterministic given --seed and resumes from its checkpoint.
 """
 
@@ -29,7 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from priors import NoiseSchedule
-from priors.training import TrainState, seeded_init, shapes_training_images
+from priors.training import TrainState, shapes_training_images
 
 VAE_CONFIG = {
     "in_channels": 3,
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if vae_state.step == 0:
         sys.exit("train the VAE first: --stage vae")
-    vae = vae_state.ema.eval()
+    vae = vae_state.model.eval()  # the trained weights, not the EMA (see the module docstring)
     latents_path = args.out / "latents.pt"
     if latents_path.exists():
         cached = torch.load(latents_path, weights_only=True)
@@ -175,16 +178,16 @@ def main(argv: list[str] | None = None) -> None:
         log_path=args.out / "unet_loss.csv",
         desc="unet",
         flip=False,  # the cached latents already hold both orientations
+        ema_warmup=True,
     )
 
 
 def export(args, vae, unet_state, scaling: float, cond: torch.Tensor) -> None:
+    """The diffusers folder: the trained VAE (with its scaling factor), the UNet's EMA, the null embedding."""
     from priors.sd import StableDiffusionPrior, save_sd, tiny_scheduler
 
     if unet_state.step == 0:
         sys.exit("train the UNet first: --stage unet")
-    vae = seeded_init(build_vae, args.seed).eval()
-    vae.load_state_dict(TrainState(build_vae, args.seed, 5e-4, args.out / "vae.pt").ema.state_dict())
     vae.register_to_config(scaling_factor=scaling)
     prior = StableDiffusionPrior(unet_state.ema.eval(), vae, tiny_scheduler(), null_embedding=cond)
     save_sd(prior, args.export)
