@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from operators import Operator
-from operators.random import Generators, as_generator_list, randn
+from operators.random import Generators
 from priors import DiffusionPrior
 
-from .common import StepCallback, StepInfo, check_finite, residual_norm, should_call
+from .common import StepCallback, initial_noise, residual_norm, run_chain
 from .guidance import PAG, NoisePredictor
 
 
@@ -97,22 +96,18 @@ class DPS:
         ``generator``: one torch.Generator per image (batch-size invariant) or one shared generator.
         ``batch_size``: needed only when ``y`` is None. ``callback(StepInfo)`` runs every ``callback_every`` steps.
         """
-        if y is not None:
-            Operator.check_image(y, "measurement y")
-        batch = y.shape[0] if y is not None else batch_size
-        if batch is None:
-            raise ValueError("unconditional sampling needs batch_size")
-        like = y if y is not None else next(self.prior.parameters(), torch.empty(0))
-        device, dtype = like.device, (like.dtype if like.is_floating_point() else torch.float32)
-        generators = as_generator_list(generator, batch, what="DPS sampling")
-        x = x_T if x_T is not None else randn((batch, *self.prior.sample_shape), generators, device=device, dtype=dtype)
+        x, generators = initial_noise(self.prior, y, generator, batch_size, "DPS sampling")
+        x = x_T if x_T is not None else x
         predict = NoisePredictor(self.prior, self.pag, cond=self.cond)
-        n = len(self.schedule)
-        for i in tqdm(range(n), desc="DPS" if y is not None else "DDPM", disable=not self.progress, leave=False):
-            noise = randn(x.shape, generators, device=x.device, dtype=x.dtype)
-            x, x0_hat = self.step(predict, i, x, y, noise)
-            t = int(self.schedule.timesteps[i])
-            check_finite(x, i, t)
-            if callback is not None and should_call(i, n, callback_every):
-                callback(StepInfo(i=i, t=t, x_t=x, x0_hat=x0_hat, num_steps=n))
+        x = run_chain(
+            self.schedule,
+            x,
+            lambda i, x_t, noise: self.step(predict, i, x_t, y, noise),
+            generators,
+            stochastic=True,
+            desc="DPS" if y is not None else "DDPM",
+            progress=self.progress,
+            callback=callback,
+            callback_every=callback_every,
+        )
         return x.clamp(-1, 1)

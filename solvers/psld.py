@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from operators import Operator
-from operators.random import Generators, as_generator_list, randn
+from operators.random import Generators
 from priors import DiffusionPrior
 
-from .common import StepCallback, StepInfo, check_finite, residual_norm, should_call
+from .common import StepCallback, initial_noise, residual_norm, run_chain
 from .guidance import PAG, NoisePredictor
 
 
@@ -136,23 +135,19 @@ class PSLD:
 
         ``generator``: one per image (batch-size invariant) or one shared. The callback gets latents.
         """
-        if y is not None:
-            Operator.check_image(y, "measurement y")
-        batch = y.shape[0] if y is not None else batch_size
-        if batch is None:
-            raise ValueError("unconditional sampling needs batch_size")
-        like = y if y is not None else next(self.prior.parameters(), torch.empty(0))
-        device, dtype = like.device, (like.dtype if like.is_floating_point() else torch.float32)
-        generators = as_generator_list(generator, batch, what="PSLD sampling")
-        z = z_T if z_T is not None else randn((batch, *self.prior.sample_shape), generators, device=device, dtype=dtype)
+        z, generators = initial_noise(self.prior, y, generator, batch_size, "PSLD sampling")
+        z = z_T if z_T is not None else z
         predict = NoisePredictor(self.prior, self.pag, cond=self.cond, uncond=self.uncond, cfg_scale=self.cfg_scale)
-        n = len(self.schedule)
-        for i in tqdm(range(n), desc="PSLD" if y is not None else "DDIM", disable=not self.progress, leave=False):
-            noise = randn(z.shape, generators, device=z.device, dtype=z.dtype) if self.eta > 0 else None
-            z, z0_hat = self.step(predict, i, z, y, noise, generators)
-            t = int(self.schedule.timesteps[i])
-            check_finite(z, i, t)
-            if callback is not None and should_call(i, n, callback_every):
-                callback(StepInfo(i=i, t=t, x_t=z, x0_hat=z0_hat, num_steps=n))
+        z = run_chain(
+            self.schedule,
+            z,
+            lambda i, z_t, noise: self.step(predict, i, z_t, y, noise, generators),
+            generators,
+            stochastic=self.eta > 0,
+            desc="PSLD" if y is not None else "DDIM",
+            progress=self.progress,
+            callback=callback,
+            callback_every=callback_every,
+        )
         with torch.no_grad():
             return self.prior.decode(z).clamp(-1, 1)

@@ -11,15 +11,6 @@ from priors import SharedPrefix, perturbed_self_attention, resolve_layers, self_
 from priors.adm import PAG_LAYERS, PAPER_IMAGENET_DPS_LAYERS, ADMUNet, AttentionBlock, preset_config, randomize_
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and oversubscribed threads on a shared CPU cost 10x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_unet(seed: int = 0, **overrides) -> ADMUNet:
     return randomize_(ADMUNet(**preset_config("tiny", **overrides)), torch.Generator().manual_seed(seed)).eval()
 

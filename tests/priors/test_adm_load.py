@@ -17,15 +17,6 @@ from priors.adm import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and oversubscribed threads on a shared CPU cost 10x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def tiny() -> ADMUNet:
     return randomize_(ADMUNet(**preset_config("tiny")), torch.Generator().manual_seed(0)).eval()

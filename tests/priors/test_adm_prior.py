@@ -9,15 +9,6 @@ from priors import DiffusionPrior, NoiseSchedule, perturbed_self_attention
 from priors.adm import ADMPrior, CheckpointError, pag_layers, save_adm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and oversubscribed threads on a shared CPU cost 10x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def batch(seed: int = 1) -> torch.Tensor:
     return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 

@@ -10,15 +10,6 @@ import torch.nn.functional as F
 from priors.adm import PRESETS, ADMUNet, AttentionBlock, ResBlock, preset_config, randomize_, timestep_embedding
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and oversubscribed threads on a shared CPU cost 10x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def meta_unet(preset: str, **overrides) -> ADMUNet:
     with torch.device("meta"):
         return ADMUNet(**preset_config(preset, **overrides))

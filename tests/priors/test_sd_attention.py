@@ -12,16 +12,6 @@ PSLD_PAG_LAYER = "input_blocks.8.1.transformer_blocks.0.attn1"  # SPEC 5: down_b
 PSLD_PAG_PATH = "down_blocks.2.attentions.1.transformer_blocks.0.attn1"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU the OpenMP threads of one test
-    process stall behind other processes' work (seconds per forward); restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def prior():
     return build_tiny_sd_prior(seed=0)

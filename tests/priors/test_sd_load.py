@@ -11,16 +11,6 @@ from priors.sd import build_tiny_sd_prior, load_sd, save_sd
 from priors.sd.convert import save_single_file
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU the OpenMP threads of one test
-    process stall behind other processes' work (seconds per forward); restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def prior():
     return build_tiny_sd_prior(seed=0)

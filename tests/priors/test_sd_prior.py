@@ -8,16 +8,6 @@ from priors import ModelOutput, NoiseSchedule
 from priors.sd import StableDiffusionPrior, build_tiny_sd_prior, tiny_vae
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU the OpenMP threads of one test
-    process stall behind other processes' work (seconds per forward); restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def prior():
     return build_tiny_sd_prior(seed=0)

@@ -15,7 +15,6 @@ LAYERS = ("input_blocks.3.1", "middle_block.1")
 
 @pytest.fixture(scope="module")
 def prior():
-    torch.set_num_threads(1)  # tiny convs: threading overhead dominates on 2 cores
     return ADMPrior.from_preset("tiny", init="random", generator=torch.Generator().manual_seed(0)).eval()
 
 
