@@ -113,7 +113,11 @@ def main(argv: list[str] | None = None) -> None:
             "ema": args.ema,
             "num_images": args.num_images,
             "dataset": "imaging.shapes, train split",
-            "command": "python scripts/train_prior.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "train_command": (
+                f"python scripts/train_prior.py --out {args.out} --steps {state.step} --batch-size {args.batch_size} "
+                f"--lr {args.lr} --ema {args.ema} --num-images {args.num_images} --seed {args.seed}"
+            ),
+            "export_command": "python scripts/train_prior.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         }
         args.export.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
         print(f"exported the EMA weights of step {state.step} to {args.export}.safetensors")
