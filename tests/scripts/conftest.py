@@ -53,6 +53,7 @@ def fast_overrides(tmp_path) -> list[str]:
         "progress_every=1",
         "data.limit=2",
         "show_progress=false",
+        "batch_size=1",  # byte-exact comparisons between runs assume one image per sampler call
     ]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from runner import build_operator, image_streams, read_metrics_csv
@@ -73,7 +74,10 @@ def test_every_task_end_to_end(run_tiny, task):
     rows = check_task_folder(task_dir, names, measurement_size=8 if task == "sr4" else 32, frames=3)
     check_summary(summary, rows, images=2)
     assert json.loads((task_dir / "summary.json").read_text()) == json.loads(json.dumps(summary))
-    assert summary["settings"]["zeta"] == 1.0 and summary["config"]["task"]["name"] == task
+    # the step size is the shapes row of the table, read here straight from the YAML file
+    table = yaml.safe_load((REPO / "conf" / "steps" / "paper.yaml").read_text())
+    assert summary["settings"]["zeta"] == table["dps"]["shapes"]["tasks"][task]["zeta"]
+    assert summary["config"]["task"]["name"] == task
 
 
 def test_pag_run_and_the_measurement_files(run_tiny):
