@@ -16,6 +16,7 @@ training-split images beyond the first 10,000 the priors were trained on, for tu
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         "n": args.n,
         "seed": args.seed,
         "overrides": args.override,
-        "command": "python scripts/tiny_prior_report.py " + " ".join(argv if argv is not None else []),
+        "command": "python scripts/tiny_prior_report.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "results": {t: r["rows"] for t, r in results.items()},
     }
     markdown = table(results)

@@ -3,8 +3,8 @@
 procedural shapes dataset, on the CPU, and export it as a diffusers folder that ``priors.sd.load_sd`` loads
 exactly like Stable Diffusion 1.5.
 
-    python scripts/train_latent_prior.py --out runs/tiny_sd --stage vae  --steps 2000
-    python scripts/train_latent_prior.py --out runs/tiny_sd --stage unet --steps 4000
+    python scripts/train_latent_prior.py --out runs/tiny_sd --stage vae  --steps 1500 --batch-size 32
+    python scripts/train_latent_prior.py --out runs/tiny_sd --stage unet --steps 4000 --batch-size 64
     python scripts/train_latent_prior.py --out runs/tiny_sd --export priors/tiny/sd_shapes32
 
 Stage ``vae``: 32x32 RGB <-> 4x8x8 latents (downsampling 4), loss ||x - D(z)||^2 + 1e-6 KL with z ~ E(x)

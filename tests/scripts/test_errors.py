@@ -42,12 +42,11 @@ def test_missing_sd15_weights(tmp_path, monkeypatch):
 
 
 def test_missing_tiny_prior(tmp_path):
-    cfg = runner.compose(f"results_root={tmp_path}")
-    if runner.resolve_path(cfg.prior.checkpoint).is_file():
-        pytest.skip("the tiny prior has been shipped in this checkout")
+    missing = tmp_path / "elsewhere" / "adm_shapes32.safetensors"  # e.g. a checkout without the weights
+    cfg = runner.compose(f"results_root={tmp_path}", f"prior.checkpoint={missing}")
     with pytest.raises(SetupError) as info:
         runner.run(cfg)
-    assert "priors/tiny/adm_shapes32.safetensors" in str(info.value)
+    assert str(missing) in str(info.value)
     assert "scripts/train_prior.py" in str(info.value)
 
 
@@ -95,12 +94,9 @@ def test_task_that_does_not_fit_the_resolution(tmp_path, tiny_checkpoint):
 
 
 def test_missing_tiny_latent_prior(tmp_path):
-    cfg = runner.compose("prior=tiny_sd", f"results_root={tmp_path}")
-    if runner.resolve_path(cfg.prior.source).exists():
-        pytest.skip("the tiny latent prior has been shipped in this checkout")
+    missing = tmp_path / "elsewhere" / "sd_shapes32"
+    cfg = runner.compose("prior=tiny_sd", f"results_root={tmp_path}", f"prior.source={missing}")
     with pytest.raises(SetupError) as info:
         runner.run(cfg)
-    assert str(info.value).startswith(
-        "tiny shapes latent prior weights not found: prior.source=priors/tiny/sd_shapes32"
-    )
+    assert str(info.value).startswith(f"tiny shapes latent prior weights not found: prior.source={missing}")
     assert "scripts/train_latent_prior.py" in str(info.value)
