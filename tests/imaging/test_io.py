@@ -106,3 +106,12 @@ def test_load_image_range_and_shape(tmp_path):
     x = load_image(tmp_path / "w.jpg", 32)
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
     assert torch.allclose(x, torch.ones_like(x), atol=2 / 127.5)
+
+
+def test_written_files_get_the_same_permissions_as_a_plain_open(tmp_path):
+    (tmp_path / "plain.txt").write_text("x")  # open() honours the umask: the reference
+    save_image(torch.zeros(3, 4, 4), tmp_path / "atomic.png")
+    atomic_write(tmp_path / "atomic.txt", lambda f: f.write("x"))
+    expected = os.stat(tmp_path / "plain.txt").st_mode & 0o777
+    assert os.stat(tmp_path / "atomic.png").st_mode & 0o777 == expected
+    assert os.stat(tmp_path / "atomic.txt").st_mode & 0o777 == expected
