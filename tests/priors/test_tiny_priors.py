@@ -107,3 +107,27 @@ def test_psld_restores_box_holes_better_than_the_masked_input():
     # measured when this test was written: restored 13.92 16.92 dB (mean 15.42) vs masked 11.84 16.35 (mean 14.09);
     # with 50 steps the mean was 14.49, with 250 steps 15.84
     assert restored.mean() > masked.mean() + 0.5, (restored, masked)
+
+
+def test_the_tables_pag_layer_acts_on_the_shipped_latent_prior():
+    """Why the shapes row of the PSLD table does not use the paper's layer: attention over one token is the
+    identity (softmax of a single score is 1), so perturbing the 1x1 middle block changes nothing, and the paper's
+    input_blocks.8.1 sees only 2x2 tokens here; the table's layer (8x8 tokens) changes eps substantially."""
+    from priors import perturbed_self_attention
+
+    prior = load_tiny_sd()
+    cfg = runner.compose("prior=tiny_sd", "pag.enabled=true")
+    (layer,) = runner.resolve_settings(cfg).pag.layers
+    x_t = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def relative_change(name: str) -> float:
+        with torch.no_grad():
+            eps = prior(x_t, 500).eps
+            with perturbed_self_attention(prior, [name]):
+                eps_perturbed = prior(x_t, 500).eps
+        return float((eps - eps_perturbed).norm() / eps.norm())
+
+    assert relative_change("middle_block.1.transformer_blocks.0.attn1") == 0.0
+    # measured when this test was written: 1.1e-4 at input_blocks.8.1, 0.16 at input_blocks.1.1 (t = 500)
+    assert relative_change("input_blocks.8.1.transformer_blocks.0.attn1") < 1e-2
+    assert relative_change(layer) > 0.05
