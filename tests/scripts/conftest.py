@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,10 +30,13 @@ def _offline_metrics_and_clean_env(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A random-init tiny ADM (preset ``tiny``, 32 px) saved with ``save_adm``: header holds its config."""
+    """A random-init ADM with the shipped tiny prior's architecture (32 px, so the table's PAG layers exist), saved
+    with ``save_adm``: header holds its config. Random weights keep the pipeline tests independent of training."""
     from priors.adm import ADMPrior, save_adm
+    from priors.tiny import TINY_ADM
 
-    prior = ADMPrior.from_preset("tiny", init="random", generator=torch.Generator().manual_seed(0))
+    config = json.loads(TINY_ADM.with_suffix(".json").read_text())["model"]
+    prior = ADMPrior.from_preset(config, init="random", generator=torch.Generator().manual_seed(0))
     return save_adm(prior.network, tmp_path_factory.mktemp("prior") / "tiny_adm.safetensors")
 
 
