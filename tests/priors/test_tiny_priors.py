@@ -30,6 +30,17 @@ def hole_psnr(x_hat: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch
     return 10 * torch.log10(1 / mse)
 
 
+def relative_eps_change(prior, x_t: torch.Tensor, t: int, layer: str) -> float:
+    """||eps - eps_perturbed|| / ||eps|| with ``layer``'s self-attention map replaced by the identity."""
+    from priors import perturbed_self_attention
+
+    with torch.no_grad():
+        eps = prior(x_t, t).eps
+        with perturbed_self_attention(prior, [layer]):
+            eps_perturbed = prior(x_t, t).eps
+    return float((eps - eps_perturbed).norm() / eps.norm())
+
+
 def box_inpainting_problem(prior_name: str, n: int):
     """n held-out (test split) images, box-inpainting operator and measurement, exactly as restore.py makes them."""
     cfg = runner.compose(f"prior={prior_name}", "task=box_inpaint", f"data.limit={n}")
@@ -113,42 +124,24 @@ def test_the_tables_pag_layer_acts_on_the_shipped_latent_prior():
     """Why the shapes row of the PSLD table does not use the paper's layer: attention over one token is the
     identity (softmax of a single score is 1), so perturbing the 1x1 middle block changes nothing, and the paper's
     input_blocks.8.1 sees only 2x2 tokens here; the table's layer (8x8 tokens) changes eps substantially."""
-    from priors import perturbed_self_attention
-
     prior = load_tiny_sd()
     cfg = runner.compose("prior=tiny_sd", "pag.enabled=true")
     (layer,) = runner.resolve_settings(cfg).pag.layers
     x_t = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(0))
 
-    def relative_change(name: str) -> float:
-        with torch.no_grad():
-            eps = prior(x_t, 500).eps
-            with perturbed_self_attention(prior, [name]):
-                eps_perturbed = prior(x_t, 500).eps
-        return float((eps - eps_perturbed).norm() / eps.norm())
-
-    assert relative_change("middle_block.1.transformer_blocks.0.attn1") == 0.0
+    assert relative_eps_change(prior, x_t, 500, "middle_block.1.transformer_blocks.0.attn1") == 0.0
     # measured when this test was written: 1.1e-4 at input_blocks.8.1, 0.16 at input_blocks.1.1 (t = 500)
-    assert relative_change("input_blocks.8.1.transformer_blocks.0.attn1") < 1e-2
-    assert relative_change(layer) > 0.05
+    assert relative_eps_change(prior, x_t, 500, "input_blocks.8.1.transformer_blocks.0.attn1") < 1e-2
+    assert relative_eps_change(prior, x_t, 500, layer) > 0.05
 
 
 def test_the_tables_pag_layer_acts_on_the_shipped_pixel_prior():
     """The shapes row of the DPS table perturbs a layer that matters in the shipped ADM (16x16 tokens); the 8x8
     middle block is nearly inert in this model, which is why it is not the table's choice."""
-    from priors import perturbed_self_attention
-
     prior = load_tiny_adm()
     (layer,) = runner.resolve_settings(runner.compose("prior=tiny_adm", "pag.enabled=true")).pag.layers
     x_t = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
-    def relative_change(name: str) -> float:
-        with torch.no_grad():
-            eps = prior(x_t, 100).eps
-            with perturbed_self_attention(prior, [name]):
-                eps_perturbed = prior(x_t, 100).eps
-        return float((eps - eps_perturbed).norm() / eps.norm())
-
     # measured when this test was written (t = 100): 0.0035 at middle_block.1, 0.18 at input_blocks.4.1
-    assert relative_change("middle_block.1") < 0.02
-    assert relative_change(layer) > 0.05
+    assert relative_eps_change(prior, x_t, 100, "middle_block.1") < 0.02
+    assert relative_eps_change(prior, x_t, 100, layer) > 0.05

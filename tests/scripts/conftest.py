@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import runner
 
@@ -59,6 +60,12 @@ def fast_overrides(tmp_path) -> list[str]:
         "show_progress=false",
         "batch_size=1",  # byte-exact comparisons between runs assume one image per sampler call
     ]
+
+
+@pytest.fixture(scope="session")
+def steps_table() -> dict:
+    """conf/steps/paper.yaml parsed directly (not through the runner): the expected step sizes and PAG settings."""
+    return yaml.safe_load((REPO / "conf" / "steps" / "paper.yaml").read_text())
 
 
 @pytest.fixture

@@ -6,21 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from runner import read_metrics_csv
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.mark.parametrize("task", ["box_inpaint", "sr4"])
-def test_psld_end_to_end(run_fast, tiny_sd_folder, task):
+def test_psld_end_to_end(run_fast, tiny_sd_folder, steps_table, task):
     cfg, summary = run_fast("prior=tiny_sd", f"prior.source={tiny_sd_folder}", f"task={task}", "pag.enabled=true")
     assert cfg.solver.name == "psld" and cfg.name == "demo_tiny_sd_psld_pag4_seed0"
     settings = summary["settings"]
     # ours, not the paper's: the shapes row of the PSLD table
-    row = yaml.safe_load((REPO / "conf" / "steps" / "paper.yaml").read_text())["psld"]["shapes"]
+    row = steps_table["psld"]["shapes"]
     assert (settings["omega"], settings["gamma"]) == (row["tasks"][task]["omega_pag"], row["tasks"][task]["gamma_pag"])
     assert settings["pag"]["layers"] == row["pag_layers"] == ["input_blocks.1.1.transformer_blocks.0.attn1"]
     folder = Path(cfg.out_dir) / task

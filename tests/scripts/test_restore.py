@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from runner import build_operator, image_streams, read_metrics_csv
@@ -66,7 +65,7 @@ def check_summary(summary: dict, rows: list[dict], images: int) -> None:
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_every_task_end_to_end(run_tiny, task):
+def test_every_task_end_to_end(run_tiny, steps_table, task):
     cfg, summary = run_tiny(f"task={task}")
     task_dir = Path(cfg.out_dir) / task
     assert task_dir == Path(cfg.results_root) / "demo_tiny_adm_dps_pag0_seed0" / task
@@ -74,17 +73,16 @@ def test_every_task_end_to_end(run_tiny, task):
     rows = check_task_folder(task_dir, names, measurement_size=8 if task == "sr4" else 32, frames=3)
     check_summary(summary, rows, images=2)
     assert json.loads((task_dir / "summary.json").read_text()) == json.loads(json.dumps(summary))
-    # the step size is the shapes row of the table, read here straight from the YAML file
-    table = yaml.safe_load((REPO / "conf" / "steps" / "paper.yaml").read_text())
-    assert summary["settings"]["zeta"] == table["dps"]["shapes"]["tasks"][task]["zeta"]
+    # the step size is the shapes row of the table, read straight from the YAML file
+    assert summary["settings"]["zeta"] == steps_table["dps"]["shapes"]["tasks"][task]["zeta"]
     assert summary["config"]["task"]["name"] == task
 
 
-def test_pag_run_and_the_measurement_files(run_tiny):
+def test_pag_run_and_the_measurement_files(run_tiny, steps_table):
     cfg, summary = run_tiny("task=box_inpaint", "pag.enabled=true", "data.limit=1")
     task_dir = Path(cfg.out_dir) / "box_inpaint"
     assert cfg.name == "demo_tiny_adm_dps_pag1_seed0"
-    row = yaml.safe_load((REPO / "conf" / "steps" / "paper.yaml").read_text())["dps"]["shapes"]
+    row = steps_table["dps"]["shapes"]
     assert summary["settings"]["pag"]["layers"] == row["pag_layers"] == ["input_blocks.4.1"]
     assert summary["settings"]["pag"]["scale"] == row["tasks"]["box_inpaint"]["pag_scale"] == 1.0
     # the saved input is the masked, noisy image y = m * x + n, n ~ N(0, 0.05^2) (6.4 levels in 8 bits): the mask
