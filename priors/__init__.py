@@ -7,7 +7,7 @@ support perturbed self-attention for PAG (``perturbed_self_attention``).
 from .attention import layer_aliases, perturbed_self_attention, resolve_layers, self_attention_layers
 from .base import DiffusionPrior, ModelOutput
 from .gaussian import GaussianPrior, linear_operator_matrix
-from .prefix import SharedPrefix
+from .prefix import SharedPrefix, SkipBranch
 from .schedule import NoiseSchedule, SamplingSchedule
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "NoiseSchedule",
     "SamplingSchedule",
     "SharedPrefix",
+    "SkipBranch",
     "layer_aliases",
     "linear_operator_matrix",
     "perturbed_self_attention",

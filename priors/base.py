@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .prefix import SkipBranch
 from .schedule import NoiseSchedule
 
 
@@ -53,6 +54,10 @@ class DiffusionPrior(nn.Module):
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
         return t.long()
+
+    def skip_branches(self) -> list[SkipBranch]:
+        """Decoder blocks fed ``cat([h, skip])`` whose skip parts PAG's shared prefix may reuse (none by default)."""
+        return []
 
     def attention_layers(self) -> dict[str, nn.Module]:
         """Self-attention layers that PAG may perturb, by their canonical module path."""

@@ -77,6 +77,8 @@ class NoisePredictor:
 
     cond / uncond / cfg_scale: classifier-free guidance for prompted latent priors. With ``cond=None``
     the prior's own default conditioning is used and no CFG pass runs (an empty prompt needs none).
+    share_skips: in ``shared_prefix`` mode, also reuse the decoder's skip parts (``priors.SkipBranch``); False
+        reuses the prefix only (for benchmarks).
     """
 
     def __init__(
@@ -87,8 +89,10 @@ class NoisePredictor:
         cond: object | None = None,
         uncond: object | None = None,
         cfg_scale: float = 1.0,
+        share_skips: bool = True,
     ):
         self.prior = prior
+        self.share_skips = share_skips
         self.pag = pag if pag is not None and pag.scale > 0 else None
         self.cond = cond
         self.uncond = uncond
@@ -124,7 +128,10 @@ class NoisePredictor:
         if s > 0 and self.pag.mode == "shared_prefix":
             key = tuple(x_t.shape[1:])
             if key not in self._shared:
-                self._shared[key] = SharedPrefix(self.prior.network, self._layer_modules, key=key)
+                branches = self.prior.skip_branches() if self.share_skips else ()
+                self._shared[key] = SharedPrefix(
+                    self.prior.network, self._layer_modules, key=key, skip_branches=branches
+                )
             shared = self._shared[key]
 
         def conditional_pass():

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..base import DiffusionPrior, ModelOutput
+from ..prefix import SkipBranch
 from ..schedule import NoiseSchedule
 from .load import load_adm
 from .presets import preset_config
@@ -44,6 +45,9 @@ class ADMPrior(DiffusionPrior):
             return ModelOutput(eps=out)
         eps, var_values = out.split(self.network.in_channels, dim=1)
         return ModelOutput(eps=eps, var_values=var_values)
+
+    def skip_branches(self) -> list[SkipBranch]:
+        return self.network.skip_branches()
 
     def _labels(self, cond: Tensor | int | None, x_t: Tensor) -> Tensor | None:
         if not self.class_cond:

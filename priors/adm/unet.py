@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ..prefix import SkipBranch
+
 NUM_CLASSES = 1000  # ImageNet labels of the class-conditional checkpoints
 
 # guided-diffusion's channel multipliers when ``channel_mult=""``
@@ -403,6 +405,7 @@ class ADMUNet(nn.Module):
                 skip_channels.append(ch)
                 ds *= 2
 
+        self.skip_channels = tuple(skip_channels)  # channels of each input block's output (the decoder's skips)
         self.middle_block = TimestepSequential(res(ch), attn(ch, num_heads), res(ch))
 
         self.output_blocks = nn.ModuleList()
@@ -422,6 +425,29 @@ class ADMUNet(nn.Module):
         )
         if use_fp16:
             self.convert_to_fp16()
+
+    def skip_branches(self) -> list[SkipBranch]:
+        """The decoder ResBlocks fed ``cat([h, skip])``: output block i's first ResBlock gets input block
+        ``n - 1 - i``'s output (for PAG's shared prefix). Checkpointed blocks are left out (their backward reruns
+        the forward)."""
+        n = len(self.input_blocks)
+        branches = []
+        for i, block in enumerate(self.output_blocks):
+            res = block[0]
+            if res.use_checkpoint:
+                continue
+            shortcut = f"output_blocks.{i}.0.skip_connection" if isinstance(res.skip_connection, nn.Conv2d) else None
+            branches.append(
+                SkipBranch(
+                    source=f"input_blocks.{n - 1 - i}",
+                    norm=f"output_blocks.{i}.0.in_layers.0",
+                    conv=f"output_blocks.{i}.0.in_layers.2",
+                    shortcut=shortcut,
+                    live=res.channels - self.skip_channels[n - 1 - i],
+                    upcast_norm=True,
+                )
+            )
+        return branches
 
     # -- precision ---------------------------------------------------------------------------------
     def _torso_convs(self) -> list[nn.Module]:

@@ -5,7 +5,7 @@ Importing this package imports diffusers; ``import priors`` alone does not.
 
 from .attention import IdentitySelfAttnProcessor
 from .convert import ldm_checkpoint, save_single_file
-from .layers import ldm_aliases, ldm_blocks
+from .layers import ldm_aliases, ldm_blocks, skip_branches
 from .load import load_sd, save_sd
 from .prior import StableDiffusionPrior
 from .tiny import build_tiny_sd_prior, tiny_scheduler, tiny_text_encoder, tiny_tokenizer, tiny_unet, tiny_vae
@@ -20,6 +20,7 @@ __all__ = [
     "load_sd",
     "save_sd",
     "save_single_file",
+    "skip_branches",
     "tiny_scheduler",
     "tiny_text_encoder",
     "tiny_tokenizer",

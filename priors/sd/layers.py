@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from ..prefix import SkipBranch
+
 
 def _per_block(value: int | Sequence[int], n: int, name: str) -> list[int]:
     if isinstance(value, int):
@@ -122,3 +124,37 @@ def ldm_aliases(unet: nn.Module) -> dict[str, str]:
     aliases["down"] = "down_blocks"
     aliases["up"] = "up_blocks"
     return aliases
+
+
+def skip_branches(unet: nn.Module) -> list[SkipBranch]:
+    """The up-block resnets fed ``cat([h, res_sample])``, each with the module that made its skip (for PAG's
+    shared prefix, ``priors.SkipBranch``).
+
+    The skips are, in order, ``conv_in``'s output, every down-block layer's output (its attention's, or its resnet's
+    in a block without attention) and every downsampler's; each up-block resnet takes the last one left, as
+    ``UNet2DConditionModel.forward`` does. Up blocks with gradient checkpointing on are left out (their backward
+    reruns the forward).
+    """
+    sources = [("conv_in", unet.conv_in.out_channels)]
+    for i, block in enumerate(unet.down_blocks):
+        for j, resnet in enumerate(block.resnets):
+            name = f"down_blocks.{i}.attentions.{j}" if _has_attention(block) else f"down_blocks.{i}.resnets.{j}"
+            sources.append((name, resnet.out_channels))
+        if getattr(block, "downsamplers", None):
+            sources.append((f"down_blocks.{i}.downsamplers.0", block.downsamplers[0].out_channels))
+    branches = []
+    for i, block in enumerate(unet.up_blocks):
+        for j, resnet in enumerate(block.resnets):
+            source, channels = sources.pop()
+            usable = (
+                not getattr(block, "gradient_checkpointing", False)
+                and isinstance(resnet.norm1, nn.GroupNorm)
+                and resnet.upsample is None
+                and resnet.downsample is None
+            )
+            if usable:
+                path = f"up_blocks.{i}.resnets.{j}"
+                shortcut = f"{path}.conv_shortcut" if resnet.conv_shortcut is not None else None
+                live = resnet.in_channels - channels
+                branches.append(SkipBranch(source, f"{path}.norm1", f"{path}.conv1", shortcut, live))
+    return branches

@@ -35,7 +35,9 @@ import torch
 from torch import Tensor, nn
 
 from ..base import DiffusionPrior, ModelOutput
+from ..prefix import SkipBranch
 from ..schedule import NoiseSchedule
+from .layers import skip_branches
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -266,6 +268,9 @@ class StableDiffusionPrior(DiffusionPrior):
         return emb
 
     # -- noise prediction ------------------------------------------------------------------------------
+    def skip_branches(self) -> list[SkipBranch]:
+        return skip_branches(self.network)
+
     def forward(self, x_t: Tensor, t: Tensor | int, cond: object | None = None) -> ModelOutput:
         """eps(z_t, t) for latents z_t (B, C, h, w); ``cond`` as in ``condition`` (default: the empty prompt)."""
         t = self.timestep_tensor(t, x_t)

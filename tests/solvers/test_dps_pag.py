@@ -83,8 +83,10 @@ def test_dps_pag_step_by_hand(prior, problem):
     expected = x_prime - zeta * torch.autograd.grad(loss, x)[0]
 
     got, got_x0 = solver.step(NoisePredictor(prior, solver.pag), i, x_t, y, noise)
+    # float32: the shared prefix splits decoder convs into live and skip parts (priors.SkipBranch), which rounds
+    # eps differently by ~1e-7, amplified by 1/sqrt(abar) in x0_hat
     torch.testing.assert_close(got, expected, rtol=0, atol=2e-5)
-    torch.testing.assert_close(got_x0, x0_hat.detach(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(got_x0, x0_hat.detach(), rtol=0, atol=2e-5)
 
 
 class RecordingOperator(torch.nn.Module):
@@ -99,13 +101,21 @@ class RecordingOperator(torch.nn.Module):
         return self.op(x)
 
 
+@pytest.fixture(scope="module")
+def prior64():
+    return ADMPrior.from_preset("tiny", init="random", generator=torch.Generator().manual_seed(0)).double()
+
+
 @pytest.mark.parametrize("x0_from", ["unguided", "guided"])
-def test_data_term_sees_the_unguided_x0_hat(prior, problem, x0_from):
+def test_data_term_sees_the_unguided_x0_hat(prior64, problem, x0_from):
+    """Float64: at t ~ 800, 1/sqrt(abar) ~ 40 amplifies float32 rounding of eps past any sharp tolerance."""
+    prior = prior64
     op, y = problem
+    op, y = op.double(), y.double()
     recorder = RecordingOperator(op)
     solver = DPS(prior, op, zeta=1.0, num_steps=10, pag=PAG(3.0, LAYERS, x0_from=x0_from), progress=False)
     solver.operator = recorder
-    x_t = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(10))
+    x_t = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
     noise = torch.zeros_like(x_t)
     solver.step(NoisePredictor(prior, solver.pag), 2, x_t, y, noise)
     (seen,) = recorder.inputs
@@ -117,15 +127,14 @@ def test_data_term_sees_the_unguided_x0_hat(prior, problem, x0_from):
     unguided = sched.predict_x0(2, x_t, eps).clamp(-1, 1)
     guided = sched.predict_x0(2, x_t, eps + 3.0 * (eps - eps_perturbed)).clamp(-1, 1)
     expected, other = (unguided, guided) if x0_from == "unguided" else (guided, unguided)
-    torch.testing.assert_close(seen, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(seen, expected, rtol=0, atol=1e-10)
     assert (seen - other).abs().max() > 1e-3  # the two differ, so the check above can fail
 
 
-def test_batch_invariance_with_pag(prior, problem):
+def test_batch_invariance_with_pag(prior64, problem):
     """Float64, so that what is compared is the algorithm and not float32 convolutions, whose rounding
     depends on the batch size (~2e-6 in eps, amplified by 1/sqrt(abar) ~ 150 in x0_hat at t ~ T)."""
     op, y = problem
-    prior64 = ADMPrior.from_preset("tiny", init="random", generator=torch.Generator().manual_seed(0)).double()
     solver = DPS(prior64, op.double(), zeta=1.0, num_steps=5, pag=PAG(2.0, LAYERS), progress=False)
     batch = solver.restore(y.double(), generators_from_seeds([20, 21, 22]))
     for i in range(3):
