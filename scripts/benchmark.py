@@ -1,24 +1,33 @@
 #!/usr/bin/env python
-"""What PAG costs: seconds per solver step and peak memory, measured side by side in one run.
+"""What PAG costs: seconds per solver step, FLOPs and peak memory, measured side by side in one run.
 
     python scripts/benchmark.py                                   # tiny models: about a minute on a CPU
     python scripts/benchmark.py --suite real --repeats 3          # + FFHQ-ADM at 256 px, SD1.5-shaped PSLD step
     python scripts/benchmark.py --device cuda --suite real --json results.json
+    python scripts/benchmark.py --only ffhq_adm --malloc system,retain     # CPU: glibc's allocator and a caching one
 
 For each model it times one full solver step (prior passes, sampler update, data-consistency gradient) for
   bare      the DPS / PSLD update written directly against the network (no guidance machinery at all)
   none      our solver with PAG off                               -> no regression when PAG is off
   naive     PAG with both passes building autograd graphs         (the PSLD_PAG reference's approach)
   no_grad   PAG with the perturbed pass under torch.no_grad
-  shared    PAG with no graph and the prefix before the first perturbed layer reused (our default)
+  prefix    PAG with no graph and the prefix before the first perturbed layer reused
+  shared    as prefix, and the decoder's skip parts W_s s reused too (priors.SkipBranch; our default)
   cfg+pag   a prompt with CFG and PAG (latent priors only: three UNet passes)
 and, for PSLD, the memory levers (UNet + VAE gradient checkpointing, bf16 autocast) with PAG off.
 
-Timing: all cases of one model run in one process, round-robin (repeat r times every case in turn), so slow
-drifts of the machine's load hit every case alike and the ratios to ``none`` stay meaningful. Memory: every case
-runs once more in a fresh process of its own, measuring the peak of one step above the loaded model (CUDA: max
-allocated; CPU: the process's peak resident set, reset before the step through /proc/self/clear_refs).
-Real-size models use random weights: the cost depends on the architecture, not on the values.
+Timing: all cases of one model run in one process, round-robin (every case once per round, in a new shuffled order
+each round), so that drifts of the machine's load hit every case alike; ``x none`` is the median over rounds of
+the case's time divided by ``none``'s in the same round. Per case, a fresh process then measures one step's peak
+memory above the loaded model (CUDA: max allocated; CPU: the peak resident set, reset through
+/proc/self/clear_refs) and its FLOPs (torch's flop formulas for matmuls, convolutions and attention, forward and
+backward): the work saved, free of timing noise. Real-size models use random weights: the cost depends on the
+architecture, not on the values.
+
+``--malloc retain`` (CPU) starts the workers with glibc told to keep freed memory (MALLOC_MMAP_MAX_=0, a huge
+MALLOC_TRIM_THRESHOLD_): by default glibc hands every freed block above 32 MB back to the kernel, so at 256 px each
+new activation page-faults afresh, which slows the passes that keep an autograd graph; a caching allocator (CUDA's,
+jemalloc, tcmalloc) does not pay this.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -34,11 +44,23 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 ADM_MODELS = {"tiny_adm": ("tiny", ("input_blocks.3.1",)), "ffhq_adm": ("ffhq_256", ("input_blocks.9.1",))}
 SD_MODELS = {"tiny_sd": 32, "sd15_shaped": 256}  # image size of the PSLD problem (SD1.5-shaped: 32x32 latents)
 SD_LAYER = "input_blocks.8.1.transformer_blocks.0.attn1"
-PAG_MODES = {"naive": "naive", "no_grad": "no_grad", "shared": "shared_prefix", "cfg+pag": "shared_prefix"}
+PAG_MODES = {
+    "naive": "naive",
+    "no_grad": "no_grad",
+    "prefix": "shared_prefix",
+    "shared": "shared_prefix",
+    "cfg+pag": "shared_prefix",
+}
+# glibc returns every freed block above 32 MB to the kernel, so each new activation of a 256 px network
+# page-faults afresh; "retain" keeps freed memory in the heap, as PyTorch's CUDA caching allocator does
+# (mallopt(3): M_MMAP_MAX, M_TRIM_THRESHOLD). The workers start with these variables set.
+MALLOC_ENV = {"system": {}, "retain": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40)}}
 SD15_VAE_CONFIG = {  # runwayml/stable-diffusion-v1-5 vae/config.json
     "in_channels": 3,
     "out_channels": 3,
@@ -55,7 +77,7 @@ SD15_VAE_CONFIG = {  # runwayml/stable-diffusion-v1-5 vae/config.json
 
 @dataclass(frozen=True)
 class Case:
-    mode: str  # bare | none | naive | no_grad | shared | cfg+pag
+    mode: str  # bare | none | naive | no_grad | prefix | shared | cfg+pag
     lever: str = ""  # "" | checkpointing | bf16
 
     @property
@@ -68,16 +90,22 @@ class Result:
     model: str
     mode: str
     lever: str
+    malloc: str = "system"
     seconds: list[float] = field(default_factory=list)
     peak_mb: float | None = None
+    gflop: float | None = None
 
     @property
     def median(self) -> float:
         return statistics.median(self.seconds)
 
+    def ratios(self, base: Result) -> list[float]:
+        """Per-round ratios to ``base`` (same round of the round-robin: drifts of the machine cancel)."""
+        return [a / b for a, b in zip(self.seconds, base.seconds, strict=True)]
+
 
 def cases_for(model: str) -> list[Case]:
-    cases = [Case(m) for m in ("bare", "none", "naive", "no_grad", "shared")]
+    cases = [Case(m) for m in ("bare", "none", "naive", "no_grad", "prefix", "shared")]
     if model in SD_MODELS:
         cases += [Case("cfg+pag"), Case("none", "checkpointing"), Case("none", "bf16")]
     return cases
@@ -138,14 +166,16 @@ class Problem:
             pag = PAG(2.0, self.layers, mode=mode) if mode else None
             if self.is_dps:
                 solver = DPS(self.prior, self.op, zeta=1.0, num_steps=1000, pag=pag, progress=False)
-                predictor = NoisePredictor(self.prior, pag)
+                predictor = NoisePredictor(self.prior, pag, share_skips=case.mode != "prefix")
             else:
                 solver = PSLD(self.prior, self.op, omega=1.0, gamma=0.1, num_steps=1000, pag=pag, progress=False)
                 cond = uncond = None
                 if case.mode == "cfg+pag":  # a prompt's embedding: any tensor of the right shape costs the same
                     uncond = self.prior.null_embedding
                     cond = torch.randn(uncond.shape, generator=torch.Generator().manual_seed(4)).to(uncond)
-                predictor = NoisePredictor(self.prior, pag, cond=cond, uncond=uncond, cfg_scale=7.5)
+                predictor = NoisePredictor(
+                    self.prior, pag, cond=cond, uncond=uncond, cfg_scale=7.5, share_skips=case.mode != "prefix"
+                )
             self.solvers[case] = (solver, predictor)
         return self.solvers[case]
 
@@ -213,8 +243,11 @@ def time_model(model: str, device: str, warmup: int, repeats: int) -> list[Resul
         for case in cases:
             problem.step(case)
     problem.sync()
+    order = random.Random(0)
     for _ in range(repeats):
-        for case in cases:  # round-robin: load drifts hit every case alike
+        # round-robin, so that load drifts hit every case alike, in a new order every round, so that no case
+        # always follows the same one (what the previous step left behind, freed memory say, costs the next)
+        for case in order.sample(cases, len(cases)):
             start = time.perf_counter()
             problem.step(case)
             problem.sync()
@@ -230,26 +263,49 @@ def _status_kb(field_name: str) -> int:
     raise RuntimeError(f"{field_name} not in /proc/self/status")
 
 
-def peak_memory(model: str, case: Case, device: str) -> float:
-    """MB above the loaded model at the peak of one step (after one warm-up step)."""
+def step_costs(model: str, case: Case, device: str) -> dict[str, float]:
+    """One step's peak memory in MB above the loaded model (after one warm-up step) and its GFLOP (matmuls,
+    convolutions and attention, forward and backward, counted by torch.utils.flop_counter: the work a case does,
+    whatever the machine's noise)."""
     problem = Problem(model, device)
-    problem.step(case)  # warm-up: lazy allocations, cuDNN / oneDNN plans
+    problem.step(case)  # warm-up: lazy allocations, cuDNN / oneDNN plans, the shared prefix's plan
     problem.sync()
     if device.startswith("cuda"):
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         problem.step(case)
         problem.sync()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    base = _status_kb("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak resident set (VmHWM) to the current one
-    problem.step(case)
-    return (_status_kb("VmHWM") - base) / 1024
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        base = _status_kb("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak resident set (VmHWM) to the current one
+        problem.step(case)
+        peak = (_status_kb("VmHWM") - base) / 1024
+    with FlopCount() as counter:
+        problem.step(case)
+    return {"peak_mb": peak, "gflop": counter.flops / 1e9}
+
+
+class FlopCount(TorchDispatchMode):
+    """Total FLOPs of every op torch's flop_counter has a formula for. (FlopCounterMode itself attributes FLOPs to
+    modules through backward hooks that ``torch.autograd.grad`` on a leaf refuses.)"""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.flops += formula(*args, **kwargs, out_val=out)
+        return out
 
 
 # -- driver -----------------------------------------------------------------------------------------------------
-def run_worker(args: argparse.Namespace, *worker: str) -> object:
+def run_worker(args: argparse.Namespace, malloc: str, *worker: str) -> object:
     command = [
         sys.executable,
         os.path.abspath(__file__),
@@ -263,24 +319,32 @@ def run_worker(args: argparse.Namespace, *worker: str) -> object:
         "--threads",
         str(args.threads),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    env = os.environ | MALLOC_ENV[malloc]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark worker {worker} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def table(results: list[Result]) -> str:
+    """Markdown table; ``x none`` is the median of the per-round ratios to ``none``, with their range."""
     rows = [
-        "| model | case | s/step (median) | spread (min-max) | x none | peak MB above model |",
-        "|---|---|---|---|---|---|",
+        "| model | malloc | case | s/step (median) | spread (min-max) | x none (median) | x none (min-max) "
+        "| GFLOP/step | x none (GFLOP) | peak MB above model |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    none = {r.model: r.median for r in results if r.mode == "none" and not r.lever}
+    none = {(r.model, r.malloc): r for r in results if r.mode == "none" and not r.lever}
     for r in results:
+        base = none[r.model, r.malloc]
         label = f"{r.mode}+{r.lever}" if r.lever else r.mode
         peak = "-" if r.peak_mb is None else f"{r.peak_mb:.0f}"
+        gflop = "-" if r.gflop is None else f"{r.gflop:.4g}"
+        flop_ratio = "-" if r.gflop is None or not base.gflop else f"{r.gflop / base.gflop:.3f}"
+        ratios = r.ratios(base)
         rows.append(
-            f"| {r.model} | {label} | {r.median:.4f} | {min(r.seconds):.4f}-{max(r.seconds):.4f} "
-            f"| {r.median / none[r.model]:.2f} | {peak} |"
+            f"| {r.model} | {r.malloc} | {label} | {r.median:.4f} | {min(r.seconds):.4f}-{max(r.seconds):.4f} "
+            f"| {statistics.median(ratios):.2f} | {min(ratios):.2f}-{max(ratios):.2f} | {gflop} | {flop_ratio} "
+            f"| {peak} |"
         )
     return "\n".join(rows)
 
@@ -293,7 +357,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--no-memory", action="store_true", help="skip the per-case memory processes")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-case memory / FLOP processes")
+    parser.add_argument(
+        "--malloc", default="system", help="CPU allocator settings, comma-separated: system (glibc's), retain"
+    )
     parser.add_argument("--json", default="", help="also write the results here")
     parser.add_argument("--time-worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--memory-worker", default="", help=argparse.SUPPRESS)
@@ -307,35 +374,63 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.memory_worker:
         model, mode, lever = json.loads(args.memory_worker)
-        print(json.dumps(peak_memory(model, Case(mode, lever), args.device)))
+        print(json.dumps(step_costs(model, Case(mode, lever), args.device)))
         return
 
     models = args.only.split(",") if args.only else ["tiny_adm", "tiny_sd"]
     if args.suite == "real" and not args.only:
         models += ["ffhq_adm", "sd15_shaped"]
-    results: list[Result] = []
-    for model in models:
-        print(f"timing {model} ...", file=sys.stderr, flush=True)
-        model_results = [Result(**r) for r in run_worker(args, "--time-worker", model)]
-        if not args.no_memory:
-            for r in model_results:
-                print(f"  memory {model} {r.mode} {r.lever}".rstrip(), file=sys.stderr, flush=True)
-                r.peak_mb = run_worker(args, "--memory-worker", json.dumps([model, r.mode, r.lever]))
-        results += model_results
+    mallocs = args.malloc.split(",")
+    if unknown := set(mallocs) - set(MALLOC_ENV):
+        parser.error(f"unknown --malloc {sorted(unknown)}; valid: {', '.join(MALLOC_ENV)}")
     machine = {
-        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else (platform.processor() or "cpu"),
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "threads": args.threads or torch.get_num_threads(),
         "warmup": args.warmup,
         "repeats": args.repeats,
     }
+    results: list[Result] = []
+    for malloc in mallocs:
+        for model in models:
+            print(f"timing {model} (malloc {malloc}) ...", file=sys.stderr, flush=True)
+            model_results = [Result(**r) for r in run_worker(args, malloc, "--time-worker", model)]
+            for r in model_results:
+                r.malloc = malloc
+            if not args.no_memory:
+                for r in model_results:
+                    print(f"  memory {model} {r.mode} {r.lever}".rstrip(), file=sys.stderr, flush=True)
+                    costs = run_worker(args, malloc, "--memory-worker", json.dumps([model, r.mode, r.lever]))
+                    r.peak_mb, r.gflop = costs["peak_mb"], costs["gflop"]
+            results += model_results
+            if args.json:  # after every model: a crash or an interrupt keeps what was measured
+                write_json(args.json, machine, results)
     print(f"machine: {machine}\n")
     print(table(results))
-    if args.json:
-        payload = {"machine": machine, "results": [asdict(r) | {"median": r.median} for r in results]}
-        with open(args.json, "w") as f:
-            json.dump(payload, f, indent=2)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def write_json(path: str, machine: dict, results: list[Result]) -> None:
+    none = {(r.model, r.malloc): r for r in results if r.mode == "none" and not r.lever}
+    rows = []
+    for r in results:
+        ratios = r.ratios(none[r.model, r.malloc])
+        rows.append(asdict(r) | {"median": r.median, "ratio_to_none": statistics.median(ratios), "ratios": ratios})
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"machine": machine, "results": rows}, f, indent=2)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
