@@ -173,17 +173,19 @@ class _SkipSplit:
     def recorded(self) -> bool:
         return bool(self.conv_parts or self.shortcut_parts)
 
+    # The sums are in place (a conv's backward does not need its output): no third activation-sized tensor per
+    # block, which on a CPU with glibc's allocator costs page faults at 256 px.
     @staticmethod
     def _split(conv: nn.Module, x: Tensor, at: int, keep: list[Tensor]) -> Tensor:
         skip_part = conv._conv_forward(x[:, at:], conv.weight[:, at:], None)
         keep.append(skip_part.detach())
-        return conv._conv_forward(x[:, :at], conv.weight[:, :at], conv.bias) + skip_part
+        return conv._conv_forward(x[:, :at], conv.weight[:, :at], conv.bias).add_(skip_part)
 
     @staticmethod
     def _reuse(conv: nn.Module, x: Tensor, at: int, kept: list[Tensor], what: str) -> Tensor:
         if not kept:
             raise RuntimeError(f"{what} ran more often in the perturbed pass than in the recorded normal pass")
-        return conv._conv_forward(x[:, :at], conv.weight[:, :at], conv.bias) + kept.pop(0)
+        return conv._conv_forward(x[:, :at], conv.weight[:, :at], conv.bias).add_(kept.pop(0))
 
     def _live_norm(self, x: Tensor) -> Tensor:
         """The norm of the channels before ``boundary`` only (whole groups: the same numbers as the full norm)."""

@@ -268,20 +268,22 @@ def step_costs(model: str, case: Case, device: str) -> dict[str, float]:
     convolutions and attention, forward and backward, counted by torch.utils.flop_counter: the work a case does,
     whatever the machine's noise)."""
     problem = Problem(model, device)
+    cuda = device.startswith("cuda")
+    # the loaded model: measured before the warm-up step, because a caching allocator (CUDA's, or glibc told to
+    # retain) keeps the warm-up step's memory, so that the measured step would otherwise read ~0
+    base = torch.cuda.memory_allocated() if cuda else _status_kb("VmRSS") * 1024
     problem.step(case)  # warm-up: lazy allocations, cuDNN / oneDNN plans, the shared prefix's plan
     problem.sync()
-    if device.startswith("cuda"):
-        base = torch.cuda.memory_allocated()
+    if cuda:
         torch.cuda.reset_peak_memory_stats()
         problem.step(case)
         problem.sync()
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
-        base = _status_kb("VmRSS")
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the peak resident set (VmHWM) to the current one
         problem.step(case)
-        peak = (_status_kb("VmHWM") - base) / 1024
+        peak = (_status_kb("VmHWM") * 1024 - base) / 2**20
     with FlopCount() as counter:
         problem.step(case)
     return {"peak_mb": peak, "gflop": counter.flops / 1e9}

@@ -28,9 +28,11 @@ class PAG:
     layers: self-attention layers to perturb (module paths or LDM aliases, matched exactly).
     adaptive_scale: a in s_t = max(0, s - a (1000 - t)) (diffusers' ``pag_adaptive_scale``).
     x0_from: "unguided" (the paper's choice: the data term sees x0_hat from eps) or "guided" (ablation).
-    mode: how the perturbed pass runs. "shared_prefix" (default): no autograd graph, and the computation
-        before the first perturbed layer is reused from the normal pass; "no_grad": a full pass without
-        graph; "naive": a full pass with graph, like the PSLD_PAG reference (for benchmarks).
+    mode: how the perturbed pass runs. "shared_prefix" (default): no autograd graph, and what depends only on
+        the computation before the first perturbed layer is reused from the normal pass (that computation, and
+        the decoder's convolutions of the skips it made: ``priors.SharedPrefix``); "no_grad": a full pass
+        without graph; "naive": a full pass with graph, like the PSLD_PAG reference (for benchmarks). The
+        three give the same numbers up to float rounding.
     """
 
     scale: float
