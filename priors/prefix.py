@@ -15,8 +15,9 @@ skip ``s`` came from the encoder. When ``s`` was made in the prefix it is the sa
 elementwise activation) and its 1x1 shortcut conv split into an ``h`` part and an ``s`` part,
 ``W [h; s] = W_h h + W_s s``. The normal pass computes the two parts separately and keeps ``W_s s``; the
 perturbed pass computes only ``W_h h`` and adds it back (``SkipBranch``: which blocks, named by the prior).
-In a DPS step with PAG at an ADM's 16 px attention this is most of the saving: the decoder holds ~80 % of the
-multiply-adds and the skip halves ~17 % of the total, the prefix ~20 % (``scripts/benchmark.py``).
+With PAG at the FFHQ ADM's ``input_blocks.9.1`` the prefix holds 20 % of a forward pass's FLOPs and the reused
+skip parts another 16 %, so the perturbed pass does 64 % of a full pass's work and a DPS step grows 1.32x instead
+of 1.50x in FLOPs (``scripts/benchmark.py --only ffhq_adm``, FLOP column).
 """
 
 from __future__ import annotations

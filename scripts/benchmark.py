@@ -14,7 +14,8 @@ For each model it times one full solver step (prior passes, sampler update, data
   prefix    PAG with no graph and the prefix before the first perturbed layer reused
   shared    as prefix, and the decoder's skip parts W_s s reused too (priors.SkipBranch; our default)
   cfg+pag   a prompt with CFG and PAG (latent priors only: three UNet passes)
-and, for PSLD, the memory levers (UNet + VAE gradient checkpointing, bf16 autocast) with PAG off.
+and, for PSLD, the memory levers (UNet + VAE gradient checkpointing, bf16 autocast) with PAG off. bf16 is left out
+for real-size models on a device without bf16 instructions (emulated, it is slower than float32).
 
 Timing: all cases of one model run in one process, round-robin (every case once per round, in a new shuffled order
 each round), so that drifts of the machine's load hit every case alike; ``x none`` is the median over rounds of
@@ -53,7 +54,7 @@ SD_LAYER = "input_blocks.8.1.transformer_blocks.0.attn1"
 PAG_MODES = {
     "naive": "naive",
     "no_grad": "no_grad",
-    "prefix": "shared_prefix",
+    "prefix": "prefix_only",
     "shared": "shared_prefix",
     "cfg+pag": "shared_prefix",
 }
@@ -104,11 +105,27 @@ class Result:
         return [a / b for a, b in zip(self.seconds, base.seconds, strict=True)]
 
 
-def cases_for(model: str) -> list[Case]:
+def cases_for(model: str, device: str = "cpu") -> list[Case]:
     cases = [Case(m) for m in ("bare", "none", "naive", "no_grad", "prefix", "shared")]
     if model in SD_MODELS:
-        cases += [Case("cfg+pag"), Case("none", "checkpointing"), Case("none", "bf16")]
+        cases += [Case("cfg+pag"), Case("none", "checkpointing")]
+        # without bf16 instructions, bf16 autocast is emulated: slower than float32 (the tiny model shows it) and,
+        # at SD1.5 size, single-threaded and too slow to time in minutes
+        if model == "tiny_sd" or native_bf16(device):
+            cases.append(Case("none", "bf16"))
     return cases
+
+
+def native_bf16(device: str) -> bool:
+    """Whether the device computes in bfloat16 natively (CUDA: Ampere+; CPU: AVX512-BF16 or AMX)."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 # -- building one model's problem -----------------------------------------------------------------------------
@@ -166,16 +183,14 @@ class Problem:
             pag = PAG(2.0, self.layers, mode=mode) if mode else None
             if self.is_dps:
                 solver = DPS(self.prior, self.op, zeta=1.0, num_steps=1000, pag=pag, progress=False)
-                predictor = NoisePredictor(self.prior, pag, share_skips=case.mode != "prefix")
+                predictor = NoisePredictor(self.prior, pag)
             else:
                 solver = PSLD(self.prior, self.op, omega=1.0, gamma=0.1, num_steps=1000, pag=pag, progress=False)
                 cond = uncond = None
                 if case.mode == "cfg+pag":  # a prompt's embedding: any tensor of the right shape costs the same
                     uncond = self.prior.null_embedding
                     cond = torch.randn(uncond.shape, generator=torch.Generator().manual_seed(4)).to(uncond)
-                predictor = NoisePredictor(
-                    self.prior, pag, cond=cond, uncond=uncond, cfg_scale=7.5, share_skips=case.mode != "prefix"
-                )
+                predictor = NoisePredictor(self.prior, pag, cond=cond, uncond=uncond, cfg_scale=7.5)
             self.solvers[case] = (solver, predictor)
         return self.solvers[case]
 
@@ -237,7 +252,7 @@ def psld_bare_step(p: Problem, solver, i: int) -> torch.Tensor:
 # -- workers ----------------------------------------------------------------------------------------------------
 def time_model(model: str, device: str, warmup: int, repeats: int) -> list[Result]:
     problem = Problem(model, device)
-    cases = cases_for(model)
+    cases = cases_for(model, device)
     results = {case: Result(model, case.mode, case.lever) for case in cases}
     for _ in range(warmup):
         for case in cases:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from priors import DiffusionPrior, SharedPrefix, perturbed_self_attention
 
-PAG_MODES = ("shared_prefix", "no_grad", "naive")
+PAG_MODES = ("shared_prefix", "prefix_only", "no_grad", "naive")
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,10 @@ class PAG:
     x0_from: "unguided" (the paper's choice: the data term sees x0_hat from eps) or "guided" (ablation).
     mode: how the perturbed pass runs. "shared_prefix" (default): no autograd graph, and what depends only on
         the computation before the first perturbed layer is reused from the normal pass (that computation, and
-        the decoder's convolutions of the skips it made: ``priors.SharedPrefix``); "no_grad": a full pass
-        without graph; "naive": a full pass with graph, like the PSLD_PAG reference (for benchmarks). The
-        three give the same numbers up to float rounding.
+        the decoder's convolutions of the skips it made: ``priors.SharedPrefix``); "prefix_only": the same
+        without the skip convolutions (they are kept between the passes: one activation per decoder block);
+        "no_grad": a full pass without graph; "naive": a full pass with graph, like the PSLD_PAG reference (for
+        benchmarks). All give the same numbers up to float rounding.
     """
 
     scale: float
@@ -79,8 +80,6 @@ class NoisePredictor:
 
     cond / uncond / cfg_scale: classifier-free guidance for prompted latent priors. With ``cond=None``
     the prior's own default conditioning is used and no CFG pass runs (an empty prompt needs none).
-    share_skips: in ``shared_prefix`` mode, also reuse the decoder's skip parts (``priors.SkipBranch``); False
-        reuses the prefix only (for benchmarks).
     """
 
     def __init__(
@@ -91,10 +90,8 @@ class NoisePredictor:
         cond: object | None = None,
         uncond: object | None = None,
         cfg_scale: float = 1.0,
-        share_skips: bool = True,
     ):
         self.prior = prior
-        self.share_skips = share_skips
         self.pag = pag if pag is not None and pag.scale > 0 else None
         self.cond = cond
         self.uncond = uncond
@@ -127,10 +124,10 @@ class NoisePredictor:
     def __call__(self, x_t: Tensor, t: int) -> NoisePrediction:
         s = self.pag.scale_at(t) if self.pag is not None else 0.0
         shared = None
-        if s > 0 and self.pag.mode == "shared_prefix":
+        if s > 0 and self.pag.mode in ("shared_prefix", "prefix_only"):
             key = tuple(x_t.shape[1:])
             if key not in self._shared:
-                branches = self.prior.skip_branches() if self.share_skips else ()
+                branches = self.prior.skip_branches() if self.pag.mode == "shared_prefix" else ()
                 self._shared[key] = SharedPrefix(
                     self.prior.network, self._layer_modules, key=key, skip_branches=branches
                 )

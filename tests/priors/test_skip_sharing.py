@@ -28,9 +28,9 @@ def sd():
     return build_tiny_sd_prior(seed=0).double()
 
 
-def run_calls(prior, layer, x, t, mode, calls=3, share_skips=True):
+def run_calls(prior, layer, x, t, mode, calls=3):
     """(eps, eps_perturbed, d|eps|^2/dx) of ``calls`` consecutive steps of one NoisePredictor, and the predictor."""
-    predict = NoisePredictor(prior, PAG(1.0, (layer,), mode=mode), share_skips=share_skips)
+    predict = NoisePredictor(prior, PAG(1.0, (layer,), mode=mode))
     out = []
     for _ in range(calls):
         x_grad = x.clone().requires_grad_(True)
@@ -79,10 +79,10 @@ def test_sd_shared_skips_give_the_full_perturbed_pass(sd, layer):
     assert not any(b.conv.startswith(p + ".") for b in used for p in plan)
 
 
-def perturbed_pass_flops(prior, layer, x, t, share_skips):
+def perturbed_pass_flops(prior, layer, x, t, mode):
     """FLOPs of the perturbed pass alone, after two recorded steps (so that skip splitting is on), and the
     SharedPrefix with each split conv's output pixels (batch x height x width) in the normal pass."""
-    predict = NoisePredictor(prior, PAG(1.0, (layer,)), share_skips=share_skips)
+    predict = NoisePredictor(prior, PAG(1.0, (layer,), mode=mode))
     for _ in range(2):
         predict(x.clone().requires_grad_(True), t)
     shared = shared_prefix_of(predict)
@@ -105,8 +105,8 @@ def perturbed_pass_flops(prior, layer, x, t, share_skips):
 
 def test_adm_perturbed_pass_skips_exactly_the_shared_multiply_adds(adm):
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    prefix_only, _, _ = perturbed_pass_flops(adm, ADM_LAYER, x, 500, share_skips=False)
-    with_skips, shared, pixels = perturbed_pass_flops(adm, ADM_LAYER, x, 500, share_skips=True)
+    prefix_only, _, _ = perturbed_pass_flops(adm, ADM_LAYER, x, 500, "prefix_only")
+    with_skips, shared, pixels = perturbed_pass_flops(adm, ADM_LAYER, x, 500, "shared_prefix")
     # 2 FLOPs per multiply-add: the conv over its (C_in - boundary) reused input channels, the 1x1 shortcut over
     # the skip channels, at every output pixel
     expected = 0

@@ -35,7 +35,7 @@ def test_pag_scale_zero_is_bit_identical_to_no_pag(prior, problem):
     assert torch.equal(base, zero)
 
 
-@pytest.mark.parametrize("mode", ["shared_prefix", "no_grad", "naive"])
+@pytest.mark.parametrize("mode", ["shared_prefix", "prefix_only", "no_grad", "naive"])
 def test_guided_noise_is_the_formula(prior, mode):
     x_t = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     t, s = 600, 2.5
