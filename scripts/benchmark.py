@@ -401,6 +401,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown := set(mallocs) - set(MALLOC_ENV):
         parser.error(f"unknown --malloc {sorted(unknown)}; valid: {', '.join(MALLOC_ENV)}")
     machine = {
+        "commit": git_commit(),
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
@@ -425,6 +426,16 @@ def main(argv: list[str] | None = None) -> None:
                 write_json(args.json, machine, results)
     print(f"machine: {machine}\n")
     print(table(results))
+
+
+def git_commit() -> str | None:
+    """The checkout's commit (None outside a git checkout), so that a results file says which code it measured."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here)
+    except OSError:
+        return None
+    return done.stdout.strip() or None
 
 
 def cpu_name() -> str:
