@@ -5,6 +5,7 @@
     python scripts/benchmark.py --suite real --repeats 3          # + FFHQ-ADM at 256 px, SD1.5-shaped PSLD step
     python scripts/benchmark.py --device cuda --suite real --json results.json
     python scripts/benchmark.py --only ffhq_adm --malloc system,retain     # CPU: glibc's allocator and a caching one
+    python scripts/benchmark.py --table docs/results/benchmark_ffhq_adm.json   # the tables of saved results
 
 For each model it times one full solver step (prior passes, sampler update, data-consistency gradient) for
   bare      the DPS / PSLD update written directly against the network (no guidance machinery at all)
@@ -42,7 +43,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -379,12 +380,20 @@ def main(argv: list[str] | None = None) -> None:
         "--malloc", default="system", help="CPU allocator settings, comma-separated: system (glibc's), retain"
     )
     parser.add_argument("--json", default="", help="also write the results here")
+    parser.add_argument(
+        "--table", nargs="+", default=[], metavar="JSON", help="print the tables of saved results files and exit"
+    )
     parser.add_argument("--time-worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--memory-worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    if args.table:
+        for path in args.table:
+            machine, results = read_json(path)
+            print(f"{path}\nmachine: {machine}\n\n{table(results)}\n")
+        return
     if args.time_worker:
         results = time_model(args.time_worker, args.device, args.warmup, args.repeats)
         print(json.dumps([asdict(r) for r in results]))
@@ -459,6 +468,14 @@ def write_json(path: str, machine: dict, results: list[Result]) -> None:
     with open(tmp, "w") as f:
         json.dump({"machine": machine, "results": rows}, f, indent=2)
     os.replace(tmp, path)
+
+
+def read_json(path: str) -> tuple[dict, list[Result]]:
+    """A results file written by ``write_json``: its machine and results (the derived ratios recomputed)."""
+    with open(path) as f:
+        saved = json.load(f)
+    names = {f.name for f in fields(Result)}
+    return saved["machine"], [Result(**{k: v for k, v in row.items() if k in names}) for row in saved["results"]]
 
 
 if __name__ == "__main__":

@@ -45,6 +45,31 @@ def test_flops_of_each_case_are_the_passes_it_runs(bench):
     assert gflop["shared"] < gflop["prefix"] < gflop["no_grad"]
 
 
+def test_latent_cases_do_the_work_they_are_named_for(bench):
+    """PSLD: the perturbed pass is one UNet forward; CFG + PAG adds one conditional UNet pass with its backward
+    (counted on its own, with the benchmark's counter); bf16 autocast changes no work, checkpointing adds the
+    recomputed forwards."""
+    gflop = {c.label: bench.step_costs("tiny_sd", c, "cpu")["gflop"] for c in bench.cases_for("tiny_sd")}
+    problem = bench.Problem("tiny_sd", "cpu")
+    schedule = problem.solver(bench.Case("none"))[0].schedule
+    t = int(schedule.timesteps[len(schedule) // 2])
+    problem.step(bench.Case("none"))  # as step_costs does: first calls build and cache the null embedding
+    with torch.no_grad(), priors.perturbed_self_attention(problem.prior, problem.layers), bench.FlopCount() as pert:
+        problem.prior(problem.x_t, t)
+    x_t = problem.x_t.clone().requires_grad_(True)
+    with bench.FlopCount() as cond_pass:
+        eps = problem.prior(x_t, t, torch.randn(problem.prior.null_embedding.shape)).eps
+        torch.autograd.grad(eps.sum(), x_t)
+
+    assert gflop["bare"] == pytest.approx(gflop["none"], rel=1e-12)
+    assert gflop["no_grad"] - gflop["none"] == pytest.approx(pert.flops / 1e9, rel=1e-9)
+    assert gflop["naive"] == pytest.approx(gflop["no_grad"], rel=1e-12)
+    assert gflop["shared"] < gflop["prefix"] < gflop["no_grad"]
+    assert gflop["cfg+pag"] - gflop["shared"] == pytest.approx(cond_pass.flops / 1e9, rel=1e-9)
+    assert gflop["none+bf16"] == pytest.approx(gflop["none"], rel=1e-12)
+    assert gflop["none+checkpointing"] > gflop["none"]
+
+
 def test_report_covers_every_case(bench, tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = "--only tiny_adm --warmup 1 --repeats 2 --threads 1 --no-memory --malloc retain --json"
@@ -55,7 +80,12 @@ def test_report_covers_every_case(bench, tmp_path, capsys):
     assert all(len(r["seconds"]) == 2 and r["malloc"] == "retain" for r in rows.values())
     assert rows["none"]["ratios"] == [1.0, 1.0]
     assert report["machine"]["repeats"] == 2
-    assert "| tiny_adm | retain | shared |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| tiny_adm | retain | shared |" in printed
+
+    # --table re-renders the saved file: the same table as the run printed
+    bench.main(["--table", str(out)])
+    assert printed.split("\n\n", 1)[1].strip() in capsys.readouterr().out
 
 
 def test_unknown_allocator_setting_is_refused(bench):
