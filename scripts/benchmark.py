@@ -5,6 +5,7 @@
     python scripts/benchmark.py --suite real --repeats 3          # + FFHQ-ADM at 256 px, SD1.5-shaped PSLD step
     python scripts/benchmark.py --device cuda --suite real --json results.json
     python scripts/benchmark.py --only ffhq_adm --malloc system,retain     # CPU: glibc's allocator and a caching one
+    python scripts/benchmark.py --suite real --repeats 0           # no timing: memory, FLOPs, operator calls
     python scripts/benchmark.py --table docs/results/benchmark_ffhq_adm.json   # the tables of saved results
 
 For each model it times one full solver step (prior passes, sampler update, data-consistency gradient) for
@@ -23,8 +24,9 @@ each round), so that drifts of the machine's load hit every case alike; ``x none
 the case's time divided by ``none``'s in the same round. Per case, a fresh process then measures one step's peak
 memory above the loaded model (CUDA: max allocated; CPU: the peak resident set, reset through
 /proc/self/clear_refs) and its FLOPs (torch's flop formulas for matmuls, convolutions and attention, forward and
-backward): the work saved, free of timing noise. Real-size models use random weights: the cost depends on the
-architecture, not on the values.
+backward): the work saved, free of timing noise; and its number of aten operator calls, which is what the step
+time of a small model follows (each call has a fixed dispatch cost). Real-size models use random weights: the cost
+depends on the architecture, not on the values.
 
 ``--malloc retain`` (CPU) starts the workers with glibc told to keep freed memory (MALLOC_MMAP_MAX_=0, a huge
 MALLOC_TRIM_THRESHOLD_): by default glibc hands every freed block above 32 MB back to the kernel, so at 256 px each
@@ -96,10 +98,11 @@ class Result:
     seconds: list[float] = field(default_factory=list)
     peak_mb: float | None = None
     gflop: float | None = None
+    ops: int | None = None  # aten operator calls per step
 
     @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
+    def median(self) -> float | None:
+        return statistics.median(self.seconds) if self.seconds else None
 
     def ratios(self, base: Result) -> list[float]:
         """Per-round ratios to ``base`` (same round of the round-robin: drifts of the machine cancel)."""
@@ -280,9 +283,9 @@ def _status_kb(field_name: str) -> int:
 
 
 def step_costs(model: str, case: Case, device: str) -> dict[str, float]:
-    """One step's peak memory in MB above the loaded model (after one warm-up step) and its GFLOP (matmuls,
+    """One step's peak memory in MB above the loaded model (after one warm-up step), its GFLOP (matmuls,
     convolutions and attention, forward and backward, counted by torch.utils.flop_counter: the work a case does,
-    whatever the machine's noise)."""
+    whatever the machine's noise) and its number of aten operator calls (what a small model's step time follows)."""
     problem = Problem(model, device)
     cuda = device.startswith("cuda")
     # the loaded model: measured before the warm-up step, because a caching allocator (CUDA's, or glibc told to
@@ -302,20 +305,23 @@ def step_costs(model: str, case: Case, device: str) -> dict[str, float]:
         peak = (_status_kb("VmHWM") * 1024 - base) / 2**20
     with FlopCount() as counter:
         problem.step(case)
-    return {"peak_mb": peak, "gflop": counter.flops / 1e9}
+    return {"peak_mb": peak, "gflop": counter.flops / 1e9, "ops": counter.ops}
 
 
 class FlopCount(TorchDispatchMode):
-    """Total FLOPs of every op torch's flop_counter has a formula for. (FlopCounterMode itself attributes FLOPs to
-    modules through backward hooks that ``torch.autograd.grad`` on a leaf refuses.)"""
+    """Total FLOPs of every op torch's flop_counter has a formula for, and the number of aten operator calls.
+    (FlopCounterMode itself attributes FLOPs to modules through backward hooks that ``torch.autograd.grad`` on a
+    leaf refuses.)"""
 
     def __init__(self):
         super().__init__()
         self.flops = 0
+        self.ops = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        self.ops += 1
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
             self.flops += formula(*args, **kwargs, out_val=out)
@@ -348,8 +354,8 @@ def table(results: list[Result]) -> str:
     """Markdown table; ``x none`` is the median of the per-round ratios to ``none``, with their range."""
     rows = [
         "| model | malloc | case | s/step (median) | spread (min-max) | x none (median) | x none (min-max) "
-        "| GFLOP/step | x none (GFLOP) | peak MB above model |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| GFLOP/step | x none (GFLOP) | aten ops/step | peak MB above model |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     none = {(r.model, r.malloc): r for r in results if r.mode == "none" and not r.lever}
     for r in results:
@@ -358,12 +364,15 @@ def table(results: list[Result]) -> str:
         peak = "-" if r.peak_mb is None else f"{r.peak_mb:.0f}"
         gflop = "-" if r.gflop is None else f"{r.gflop:.4g}"
         flop_ratio = "-" if r.gflop is None or not base.gflop else f"{r.gflop / base.gflop:.3f}"
-        ratios = r.ratios(base)
-        rows.append(
-            f"| {r.model} | {r.malloc} | {label} | {r.median:.4f} | {min(r.seconds):.4f}-{max(r.seconds):.4f} "
-            f"| {statistics.median(ratios):.2f} | {min(ratios):.2f}-{max(ratios):.2f} | {gflop} | {flop_ratio} "
-            f"| {peak} |"
-        )
+        ops = "-" if r.ops is None else str(r.ops)
+        time = "| - | - | - | - "
+        if r.seconds:
+            ratios = r.ratios(base)
+            time = (
+                f"| {r.median:.4f} | {min(r.seconds):.4f}-{max(r.seconds):.4f} "
+                f"| {statistics.median(ratios):.2f} | {min(ratios):.2f}-{max(ratios):.2f} "
+            )
+        rows.append(f"| {r.model} | {r.malloc} | {label} {time}| {gflop} | {flop_ratio} | {ops} | {peak} |")
     return "\n".join(rows)
 
 
@@ -373,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default="", help="comma-separated models (tiny_adm, ffhq_adm, tiny_sd, sd15_shaped)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds (0: only memory, FLOPs, ops)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-case memory / FLOP processes")
     parser.add_argument(
@@ -406,6 +415,8 @@ def main(argv: list[str] | None = None) -> None:
     models = args.only.split(",") if args.only else ["tiny_adm", "tiny_sd"]
     if args.suite == "real" and not args.only:
         models += ["ffhq_adm", "sd15_shaped"]
+    if args.repeats < 0 or (args.repeats == 0 and args.no_memory):
+        parser.error("--repeats must be >= 1, or 0 (costs only) without --no-memory")
     mallocs = args.malloc.split(",")
     if unknown := set(mallocs) - set(MALLOC_ENV):
         parser.error(f"unknown --malloc {sorted(unknown)}; valid: {', '.join(MALLOC_ENV)}")
@@ -422,14 +433,17 @@ def main(argv: list[str] | None = None) -> None:
     for malloc in mallocs:
         for model in models:
             print(f"timing {model} (malloc {malloc}) ...", file=sys.stderr, flush=True)
-            model_results = [Result(**r) for r in run_worker(args, malloc, "--time-worker", model)]
+            if args.repeats:
+                model_results = [Result(**r) for r in run_worker(args, malloc, "--time-worker", model)]
+            else:  # costs only
+                model_results = [Result(model, c.mode, c.lever) for c in cases_for(model, args.device)]
             for r in model_results:
                 r.malloc = malloc
             if not args.no_memory:
                 for r in model_results:
                     print(f"  memory {model} {r.mode} {r.lever}".rstrip(), file=sys.stderr, flush=True)
                     costs = run_worker(args, malloc, "--memory-worker", json.dumps([model, r.mode, r.lever]))
-                    r.peak_mb, r.gflop = costs["peak_mb"], costs["gflop"]
+                    r.peak_mb, r.gflop, r.ops = costs["peak_mb"], costs["gflop"], costs["ops"]
             results += model_results
             if args.json:  # after every model: a crash or an interrupt keeps what was measured
                 write_json(args.json, machine, results)
@@ -463,7 +477,8 @@ def write_json(path: str, machine: dict, results: list[Result]) -> None:
     rows = []
     for r in results:
         ratios = r.ratios(none[r.model, r.malloc])
-        rows.append(asdict(r) | {"median": r.median, "ratio_to_none": statistics.median(ratios), "ratios": ratios})
+        ratio = statistics.median(ratios) if ratios else None
+        rows.append(asdict(r) | {"median": r.median, "ratio_to_none": ratio, "ratios": ratios})
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         json.dump({"machine": machine, "results": rows}, f, indent=2)

@@ -30,7 +30,8 @@ def test_flops_of_each_case_are_the_passes_it_runs(bench):
     """PAG off = the bare equations; PAG without graph adds exactly one perturbed forward pass (counted on its own);
     keeping the graph (naive) adds no backward work, since the data term differentiates the unguided eps; the
     shared prefix and the shared skips each remove work."""
-    gflop = {c.mode: bench.step_costs("tiny_adm", c, "cpu")["gflop"] for c in bench.cases_for("tiny_adm")}
+    costs = {c.mode: bench.step_costs("tiny_adm", c, "cpu") for c in bench.cases_for("tiny_adm")}
+    gflop = {mode: c["gflop"] for mode, c in costs.items()}
     problem = bench.Problem("tiny_adm", "cpu")
     schedule = problem.solver(bench.Case("none"))[0].schedule
     t = int(schedule.timesteps[len(schedule) // 2])  # the step the benchmark times
@@ -43,6 +44,8 @@ def test_flops_of_each_case_are_the_passes_it_runs(bench):
     assert gflop["no_grad"] - gflop["none"] == pytest.approx(perturbed_pass, rel=1e-9)
     assert gflop["naive"] == pytest.approx(gflop["no_grad"], rel=1e-12)
     assert gflop["shared"] < gflop["prefix"] < gflop["no_grad"]
+    # PAG off runs the bare equations' operators, up to a handful of bookkeeping ones (no hidden per-step work)
+    assert costs["bare"]["ops"] <= costs["none"]["ops"] <= costs["bare"]["ops"] * 1.01
 
 
 def test_latent_cases_do_the_work_they_are_named_for(bench):
@@ -86,6 +89,17 @@ def test_report_covers_every_case(bench, tmp_path, capsys):
     # --table re-renders the saved file: the same table as the run printed
     bench.main(["--table", str(out)])
     assert printed.split("\n\n", 1)[1].strip() in capsys.readouterr().out
+
+
+def test_costs_only_run_reports_work_without_timings(bench, tmp_path, capsys):
+    out = tmp_path / "costs.json"
+    bench.main(["--only", "tiny_adm", "--repeats", "0", "--json", str(out)])
+    rows = {r["mode"]: r for r in json.loads(out.read_text())["results"]}
+    assert all(r["seconds"] == [] and r["ratio_to_none"] is None for r in rows.values())
+    assert rows["shared"]["gflop"] < rows["none"]["gflop"] * 1.5 and rows["shared"]["ops"] > 0
+    assert "| tiny_adm | system | shared | - | - | - | - |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # nothing left to measure
+        bench.main(["--only", "tiny_adm", "--repeats", "0", "--no-memory"])
 
 
 def test_unknown_allocator_setting_is_refused(bench):
