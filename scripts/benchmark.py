@@ -124,11 +124,7 @@ def native_bf16(device: str) -> bool:
     """Whether the device computes in bfloat16 natively (CUDA: Ampere+; CPU: AVX512-BF16 or AMX)."""
     if device.startswith("cuda"):
         return torch.cuda.is_bf16_supported()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
+    flags = (_cpuinfo("flags") or "").split()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
@@ -461,15 +457,20 @@ def git_commit() -> str | None:
     return done.stdout.strip() or None
 
 
-def cpu_name() -> str:
+def _cpuinfo(key: str) -> str | None:
+    """The first ``key`` line's value in /proc/cpuinfo (None where there is none, e.g. outside Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(key):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "cpu"
+    return None
+
+
+def cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or "cpu"
 
 
 def write_json(path: str, machine: dict, results: list[Result]) -> None:
