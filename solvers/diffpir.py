@@ -135,8 +135,20 @@ class DiffPIR:
         return x0.clamp(-1, 1) if self.clip_x0 else x0
 
     @torch.no_grad()
-    def step(self, predict: NoisePredictor, i: int, x_t: Tensor, y: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
-        """One DiffPIR step: returns (x_{t-1}, x0_hat)."""
+    def step(
+        self,
+        predict: NoisePredictor,
+        i: int,
+        x_t: Tensor,
+        y: Tensor,
+        noise: Tensor | None,
+        generators: list[torch.Generator] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """One DiffPIR step: returns (x_{t-1}, x0_hat). ``generators`` is unused (the step draws only ``noise``);
+        it is there so every solver's step has the same signature.
+
+        The data step's anchor is x0_hat of the unguided prediction (``pag.x0_from="guided"``: of the guided one);
+        the guided prediction moves the step after it (see the module docstring)."""
         t = int(self.schedule.timesteps[i])
         pred = predict(x_t, t)
         x0_hat = self.tweedie(i, x_t, pred.eps)  # the data step's anchor: unguided unless pag.x0_from="guided"
@@ -172,7 +184,7 @@ class DiffPIR:
         x = run_chain(
             self.schedule,
             x,
-            lambda i, x_t, noise: self.step(predict, i, x_t, y, noise),
+            lambda i, x_t, noise: self.step(predict, i, x_t, y, noise, generators),
             generators,
             stochastic=True,
             desc="DiffPIR",
