@@ -153,10 +153,11 @@ class Problem:
         from operators.random import generators_from_seeds
         from priors.adm import ADMPrior
         from priors.sd import build_tiny_sd_prior
+        from solvers import default_solver, prior_space
 
         self.model, self.device = model, device
-        self.is_dps = model in ADM_MODELS
-        if self.is_dps:
+        self.latent = model not in ADM_MODELS
+        if not self.latent:
             preset, self.layers = ADM_MODELS[model]
             prior = ADMPrior.from_preset(preset, init="random", generator=torch.Generator().manual_seed(0))
         else:
@@ -164,7 +165,8 @@ class Problem:
             size = SD_MODELS[model]
             prior = build_tiny_sd_prior(seed=0, image_size=size) if model == "tiny_sd" else sd15_shaped_prior(size, 0)
         self.prior = prior.to(device).eval().requires_grad_(False)
-        size = self.prior.image_size[0] if not self.is_dps else self.prior.sample_shape[-1]
+        self.solver_name = default_solver(prior_space(self.prior))  # DPS for pixel priors, PSLD for latent ones
+        size = self.prior.image_size[0] if self.latent else self.prior.sample_shape[-1]
         generator = torch.Generator().manual_seed(1)
         op = make_operator("box_inpaint", image_size=size, margin=size // 16, generator=generators_from_seeds([0]))
         self.op = op.to(device)
@@ -176,27 +178,25 @@ class Problem:
         self.solvers = {}
 
     def solver(self, case: Case):
-        from solvers import DPS, PAG, PSLD, NoisePredictor
+        from solvers import PAG, SOLVERS, NoisePredictor
 
         if case not in self.solvers:
             mode = PAG_MODES.get(case.mode)
             pag = PAG(2.0, self.layers, mode=mode) if mode else None
-            if self.is_dps:
-                solver = DPS(self.prior, self.op, zeta=1.0, num_steps=1000, pag=pag, progress=False)
-                predictor = NoisePredictor(self.prior, pag)
-            else:
-                solver = PSLD(self.prior, self.op, omega=1.0, gamma=0.1, num_steps=1000, pag=pag, progress=False)
-                cond = uncond = None
-                if case.mode == "cfg+pag":  # a prompt's embedding: any tensor of the right shape costs the same
-                    uncond = self.prior.null_embedding
-                    cond = torch.randn(uncond.shape, generator=torch.Generator().manual_seed(4)).to(uncond)
-                predictor = NoisePredictor(self.prior, pag, cond=cond, uncond=uncond, cfg_scale=7.5)
+            # the solver's default step sizes (DPS: zeta = 1; PSLD: omega = 1, gamma = 0.1): the cost does not
+            # depend on them
+            solver = SOLVERS[self.solver_name].cls(self.prior, self.op, num_steps=1000, pag=pag, progress=False)
+            cond = uncond = None
+            if case.mode == "cfg+pag":  # a prompt's embedding: any tensor of the right shape costs the same
+                uncond = self.prior.null_embedding
+                cond = torch.randn(uncond.shape, generator=torch.Generator().manual_seed(4)).to(uncond)
+            predictor = NoisePredictor(self.prior, pag, cond=cond, uncond=uncond, cfg_scale=7.5)
             self.solvers[case] = (solver, predictor)
         return self.solvers[case]
 
     def set_lever(self, lever: str) -> None:
         """Switch the PSLD memory levers on the one prior (so that every case shares the same weights)."""
-        if self.is_dps:
+        if not self.latent:
             return
         for module in (self.prior.unet, self.prior.vae):
             if lever == "checkpointing":
@@ -210,10 +210,9 @@ class Problem:
         self.set_lever(case.lever)
         i = len(solver.schedule) // 2  # a mid-chain step: PAG is active, nothing special about it
         if case.mode == "bare":
-            return (dps_bare_step if self.is_dps else psld_bare_step)(self, solver, i)
-        if self.is_dps:
-            return solver.step(predictor, i, self.x_t, self.y, self.noise)[0]
-        return solver.step(predictor, i, self.x_t, self.y, None, self.generators)[0]
+            return BARE_STEPS[self.solver_name](self, solver, i)
+        # PSLD's DDIM step with eta = 0 does not use the noise
+        return solver.step(predictor, i, self.x_t, self.y, self.noise, self.generators)[0]
 
     def sync(self) -> None:
         if self.device.startswith("cuda"):
@@ -247,6 +246,10 @@ def psld_bare_step(p: Problem, solver, i: int) -> torch.Tensor:
     glue = (prior.vae.encode(glued).latent_dist.mean * prior.scaling_factor - z0_hat).flatten(1).norm(dim=1)
     loss = (solver.omega * meas + solver.gamma * glue).sum()
     return z_prev - torch.autograd.grad(loss, z_t)[0]
+
+
+#: the bare baseline of each solver the benchmark times (a solver's equations, written without our machinery)
+BARE_STEPS = {"dps": dps_bare_step, "psld": psld_bare_step}
 
 
 # -- workers ----------------------------------------------------------------------------------------------------
