@@ -151,4 +151,3 @@ class NoisePredictor:
         if self.pag.x0_from == "guided":
             eps = eps_guided
         return NoisePrediction(eps=eps, eps_guided=eps_guided, var_values=out.var_values, eps_perturbed=eps_perturbed)
-
