@@ -1,6 +1,6 @@
 """DPS: Diffusion Posterior Sampling (Chung et al., ICLR 2023) over a pixel-space prior, with optional PAG.
 
-Per step, with x_t requiring grad (SPEC section 2):
+Per step, with x_t requiring grad (DPS paper Algorithm 1; DPS2022/diffusion-posterior-sampling):
     eps, v          = prior(x_t, t)                                   (+ eps_perturbed for PAG)
     x0_hat          = sqrt(1/abar_t) x_t - sqrt(1/abar_t - 1) eps,   clamped to [-1, 1]
     x'_{t-1}        = DDPM ancestral step from (x_t, x0 of eps_guided, learned variance)
@@ -14,7 +14,7 @@ from torch import Tensor
 
 from operators import Operator
 from operators.random import Generators
-from priors import DiffusionPrior
+from priors import Prior
 
 from .common import StepCallback, initial_noise, residual_norm, run_chain
 from .guidance import PAG, NoisePredictor
@@ -36,7 +36,7 @@ class DPS:
 
     def __init__(
         self,
-        prior: DiffusionPrior,
+        prior: Prior,
         operator: Operator | None = None,
         zeta: float = 1.0,
         *,

@@ -1,6 +1,6 @@
 """PSLD: Posterior Sampling with Latent Diffusion (Rout et al., NeurIPS 2023), with optional PAG.
 
-Per DDIM step, with z_t requiring grad (SPEC section 4):
+Per DDIM step, with z_t requiring grad (PSLD paper Algorithm 2; LituRout/PSLD):
     eps             = unet(z_t, t)                                    (+ eps_perturbed for PAG)
     z0_hat          = (z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)
     z'_{t-1}        = DDIM step (eta = 0 by default) with eps_guided
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from operators import Operator
 from operators.random import Generators
-from priors import DiffusionPrior
+from priors import LatentPrior
 
 from .common import StepCallback, initial_noise, residual_norm, run_chain
 from .guidance import PAG, NoisePredictor
@@ -50,7 +50,7 @@ class PSLD:
 
     def __init__(
         self,
-        prior: DiffusionPrior,
+        prior: LatentPrior,
         operator: Operator | None = None,
         omega: float = 1.0,
         gamma: float = 0.1,

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from operators import Operator
 from operators.random import Generators
-from priors import DiffusionPrior
+from priors import Prior
 
 from .common import StepCallback
 from .dps import DPS
@@ -35,7 +35,7 @@ SPACES: tuple[Space, ...] = ("pixel", "latent")
 class Solver(Protocol):
     """What every registered solver offers (see the module docstring for the constructor)."""
 
-    prior: DiffusionPrior
+    prior: Prior
     operator: Operator | None
     pag: PAG | None
 
@@ -71,12 +71,12 @@ class SolverSpec:
         if self.space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
 
-    def accepts(self, prior: DiffusionPrior) -> bool:
+    def accepts(self, prior: Prior) -> bool:
         return prior_space(prior) == self.space
 
     def build(
         self,
-        prior: DiffusionPrior,
+        prior: Prior,
         operator: Operator | None,
         step_sizes: Mapping[str, float],
         *,
@@ -96,7 +96,7 @@ class SolverSpec:
         return self.cls(prior, operator, **sizes, pag=pag, num_steps=num_steps, progress=progress, **extra)
 
 
-def prior_space(prior: DiffusionPrior) -> Space:
+def prior_space(prior: Prior) -> Space:
     """``latent`` for priors over an autoencoder's latents, else ``pixel``."""
     return "latent" if prior.is_latent else "pixel"
 
