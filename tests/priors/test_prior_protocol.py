@@ -29,10 +29,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_priors_satisfy_the_protocol():
-    from priors.sd import build_tiny_sd_prior
+    from priors.sd import random_sd_prior
 
-    adm = ADMPrior.from_preset("tiny")
-    sd = build_tiny_sd_prior(seed=0)
+    adm = ADMPrior.from_preset("test")
+    sd = random_sd_prior(seed=0)
     gauss = GaussianPrior(torch.zeros(12), torch.eye(12), (3, 2, 2))
     for prior in (adm, sd, gauss):
         assert isinstance(prior, Prior)
