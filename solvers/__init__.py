@@ -1,24 +1,34 @@
-"""Posterior samplers: DPS and DiffPIR (pixel priors), PSLD (latent priors), with Perturbed-Attention Guidance."""
+"""Posterior samplers over diffusion priors, with Perturbed-Attention Guidance, declared in one registry.
+
+``SOLVERS`` maps a solver's name to its ``SolverSpec`` (class, prior space, step-size names, step-table section):
+DPS and DiffPIR (pixel priors), PSLD (latent priors).
+"""
 
 from .common import DivergenceError, StepInfo
 from .diffpir import DiffPIR
 from .dps import DPS
-from .guidance import PAG, NoisePrediction, NoisePredictor, as_pag
+from .guidance import PAG, NoisePrediction, NoisePredictor
 from .proximal import DataProximal, data_prox
 from .psld import PSLD
+from .registry import SOLVERS, Solver, SolverSpec, default_solver, prior_space, solvers_for
 from .sample import sample
 
 __all__ = [
     "DPS",
     "PAG",
     "PSLD",
+    "SOLVERS",
     "DataProximal",
     "DiffPIR",
     "DivergenceError",
     "NoisePrediction",
     "NoisePredictor",
+    "Solver",
+    "SolverSpec",
     "StepInfo",
-    "as_pag",
     "data_prox",
+    "default_solver",
+    "prior_space",
     "sample",
+    "solvers_for",
 ]
