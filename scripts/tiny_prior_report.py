@@ -56,8 +56,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(t.mean()), float(t.std()) if len(t) > 1 else 0.0
 
 
+def solver_names(args) -> list[str]:
+    return [s for s in args.solvers.split(",") if s]
+
+
 def task_overrides(args, task: str) -> list[str]:
+    # the first solver's config, so that solver-specific overrides (solver.lam=...) compose
     return [
+        *[f"solver={name}" for name in solver_names(args)[:1]],
         f"prior={args.prior}",
         f"task={task}",
         f"data.limit={args.n}",
@@ -86,7 +92,7 @@ class PassCounter:
 
 def variants(args, scales: list[float]) -> list[tuple[str, list[str]]]:
     """(row label, extra overrides) for every solver x (no PAG, PAG at each scale x each x0_from)."""
-    solvers = [s for s in args.solvers.split(",") if s] or [None]
+    solvers = solver_names(args) or [None]
     x0_choices = [c for c in args.x0_from.split(",") if c] or ["unguided"]
     out = []
     for solver in solvers:
@@ -189,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     scales = [float(s) for s in args.scales.split(",") if s]
-    cfg = runner.compose(f"prior={args.prior}", *args.override)
+    cfg = runner.compose(*[f"solver={name}" for name in solver_names(args)[:1]], f"prior={args.prior}", *args.override)
     prior = runner.build_prior(cfg.prior, torch.device("cpu"), torch.float32)
 
     counter = PassCounter(prior)

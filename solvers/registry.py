@@ -23,6 +23,7 @@ from operators.random import Generators
 from priors import Prior
 
 from .common import StepCallback
+from .diffpir import DiffPIR
 from .dps import DPS
 from .guidance import PAG
 from .psld import PSLD
@@ -104,6 +105,13 @@ def prior_space(prior: Prior) -> Space:
 #: name -> spec. The first solver declared for a space is that space's default (``solver=auto``, ``sample``).
 SOLVERS: Mapping[str, SolverSpec] = {
     "dps": SolverSpec(cls=DPS, space="pixel", params=("zeta",), table="dps", options=("clip_x0",)),
+    "diffpir": SolverSpec(
+        cls=DiffPIR,
+        space="pixel",
+        params=("lam", "zeta"),
+        table="diffpir",
+        options=("sigma_y", "clip_x0", "cg_max_iter", "cg_tol"),
+    ),
     "psld": SolverSpec(
         cls=PSLD,
         space="latent",

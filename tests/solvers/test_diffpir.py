@@ -35,7 +35,7 @@ class MatrixOperator(Operator):
 
 @pytest.fixture(scope="module")
 def prior():
-    return ADMPrior.from_preset("tiny", init="random", generator=torch.Generator().manual_seed(0)).eval()
+    return ADMPrior.from_preset("test", init="random", generator=torch.Generator().manual_seed(0)).eval()
 
 
 @pytest.fixture(scope="module")
