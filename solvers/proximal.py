@@ -139,14 +139,18 @@ def circular_transfer(kernel: Tensor, height: int, width: int) -> Tensor:
     return torch.fft.rfft2(centred)
 
 
+def circular_blur_solver(kernel: Tensor, rho: float | Tensor, like: Tensor) -> Linear:
+    """rhs -> (B^H B + rho I)^{-1} rhs for B the circular correlation with ``kernel`` (B or 1, k, k), on images of
+    ``like``'s size: the paper's FFT closed form (its denominator computed once)."""
+    height, width = like.shape[-2:]
+    transfer = circular_transfer(kernel.to(device=like.device, dtype=like.dtype), height, width)
+    denominator = transfer.abs() ** 2 + _per_image(rho, like)
+    return lambda rhs: torch.fft.irfft2(torch.fft.rfft2(rhs) / denominator, s=(height, width))
+
+
 def circular_blur_prox(kernel: Tensor, rhs: Tensor, rho: float | Tensor) -> Tensor:
-    """(B^H B + rho I)^{-1} rhs for B the circular correlation with ``kernel`` (B or 1, k, k): the paper's FFT
-    closed form, applied to a right-hand side."""
-    height, width = rhs.shape[-2:]
-    transfer = circular_transfer(kernel.to(device=rhs.device, dtype=rhs.dtype), height, width)
-    rho = _per_image(rho, rhs)
-    spectrum = torch.fft.rfft2(rhs) / (transfer.abs() ** 2 + rho)
-    return torch.fft.irfft2(spectrum, s=(height, width))
+    """(B^H B + rho I)^{-1} rhs for B the circular correlation with ``kernel``: see ``circular_blur_solver``."""
+    return circular_blur_solver(kernel, rho, rhs)(rhs)
 
 
 def prox_blur(
@@ -154,7 +158,7 @@ def prox_blur(
 ) -> Tensor:
     """CG on the exact (reflect-padded) blur, preconditioned by the circular FFT closed form (see module doc)."""
     rho_t = _per_image(rho, x0_hat)
-    precondition = lambda r: circular_blur_prox(op.kernel, r, rho_t)  # noqa: E731
+    precondition = circular_blur_solver(op.kernel, rho_t, x0_hat)
     x_init = precondition(op.adjoint(y) + rho_t * x0_hat)
     if max_iter == 0:
         return x_init
