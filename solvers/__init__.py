@@ -1,10 +1,11 @@
 """Posterior samplers over diffusion priors, with Perturbed-Attention Guidance, declared in one registry.
 
 ``SOLVERS`` maps a solver's name to its ``SolverSpec`` (class, prior space, step-size names, step-table section):
-DPS (pixel priors) and PSLD (latent priors) today.
+DPS and DAPS (pixel priors), PSLD and LatentDAPS (latent priors).
 """
 
 from .common import DivergenceError, StepInfo
+from .daps import DAPS, LatentDAPS
 from .dps import DPS
 from .guidance import PAG, NoisePrediction, NoisePredictor
 from .psld import PSLD
@@ -12,11 +13,13 @@ from .registry import SOLVERS, Solver, SolverSpec, default_solver, prior_space, 
 from .sample import sample
 
 __all__ = [
+    "DAPS",
     "DPS",
     "PAG",
     "PSLD",
     "SOLVERS",
     "DivergenceError",
+    "LatentDAPS",
     "NoisePrediction",
     "NoisePredictor",
     "Solver",

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from operators import Operator
 from operators.random import Generators, randn
-from priors import DiffusionPrior, NoiseSchedule
+from priors import LatentPrior, NoiseSchedule, Prior
 
 from .common import StepCallback, StepInfo, check_finite, initial_noise, should_call
 from .guidance import PAG, NoisePredictor
@@ -116,7 +116,7 @@ class DAPS:
 
     def __init__(
         self,
-        prior: DiffusionPrior,
+        prior: Prior,
         operator: Operator | None = None,
         lr: float = 1e-4,
         tau: float = 0.01,
@@ -159,7 +159,7 @@ class DAPS:
         self.timesteps = [self.denoiser.snap(s[None])[0] for s in levels]  # t_i of each annealing level
         self.sigmas = [self.denoiser.sigma(t) for t in self.timesteps] + [0.0]
 
-    def _check_prior(self, prior: DiffusionPrior) -> None:
+    def _check_prior(self, prior: Prior) -> None:
         if prior.is_latent:
             raise ValueError("DAPS runs on pixel-space priors; use LatentDAPS (solver latent_daps) for latent priors")
 
@@ -301,7 +301,7 @@ class LatentDAPS(DAPS):
 
     def __init__(
         self,
-        prior: DiffusionPrior,
+        prior: LatentPrior,
         operator: Operator | None = None,
         lr: float = 1e-4,
         tau: float = 0.01,
@@ -346,7 +346,7 @@ class LatentDAPS(DAPS):
             self.cond, self.uncond = prior.prompt_embedding(prompt), prior.prompt_embedding("")
             self.cfg_scale = float(cfg_scale)
 
-    def _check_prior(self, prior: DiffusionPrior) -> None:
+    def _check_prior(self, prior: Prior) -> None:
         if not prior.is_latent:
             raise ValueError(
                 "LatentDAPS runs on latent priors (with encode/decode); use DAPS (solver daps) for pixel priors"

@@ -22,14 +22,14 @@ SD_LAYER = "input_blocks.8.1.transformer_blocks.0.attn1"
 
 @pytest.fixture(scope="module")
 def prior():
-    return ADMPrior.from_preset("tiny", init="random", generator=torch.Generator().manual_seed(0)).eval()
+    return ADMPrior.from_preset("test", init="random", generator=torch.Generator().manual_seed(0)).eval()
 
 
 @pytest.fixture(scope="module")
 def sd_prior():
-    from priors.sd import build_tiny_sd_prior
+    from priors.sd import random_sd_prior
 
-    return build_tiny_sd_prior(seed=0, image_size=32)
+    return random_sd_prior(seed=0, image_size=32)
 
 
 @pytest.fixture(scope="module")
