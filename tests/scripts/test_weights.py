@@ -1,0 +1,343 @@
+"""Real weights: fetched from their source into the standard caches, verified, loaded strictly, used offline.
+
+Nothing here reaches the internet: a loopback HTTP server (127.0.0.1, port 0) serves checkpoints the tests write in
+the real formats, and the Hugging Face cache is laid out by hand as huggingface_hub writes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import runner
+from runner import SetupError
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGENET_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt"
+#: a commit hash for hand-made Hub cache snapshots
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+class Server:
+    """Serves ``files`` (path -> bytes); counts requests; ``cut`` paths send half the body once, then hang up."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.cut: set[str] = set()
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.path in server.cut:
+                    server.cut.discard(self.path)
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    s.thread.start()
+    yield s
+    s.httpd.shutdown()
+    s.httpd.server_close()
+
+
+@pytest.fixture
+def caches(tmp_path, monkeypatch) -> dict[str, Path]:
+    """Empty HF_HOME and TORCH_HOME; online unless a test says otherwise (it only ever reaches 127.0.0.1)."""
+    homes = {"HF_HOME": tmp_path / "hf_home", "TORCH_HOME": tmp_path / "torch_home"}
+    for name, path in homes.items():
+        monkeypatch.setenv(name, str(path))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    return homes
+
+
+@pytest.fixture(scope="module")
+def tiny_adm_pt(tmp_path_factory) -> tuple[Path, dict, dict]:
+    """An ADM state dict in the released checkpoints' format (a pickled flat dict, ``.pt``), of the tiny preset:
+    (file, preset, state dict)."""
+    from priors.adm import ADMPrior
+    from priors.tiny import TINY_ADM
+
+    preset = json.loads(TINY_ADM.with_suffix(".json").read_text())["model"]
+    prior = ADMPrior.from_preset(preset, init="random", generator=torch.Generator().manual_seed(1))
+    state = {k: v.clone() for k, v in prior.network.state_dict().items()}
+    path = tmp_path_factory.mktemp("served") / "checkpoint.pt"
+    torch.save(state, path)
+    return path, preset, state
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _imagenet_overrides(tmp_path: Path, url: str, sha256: str | None = None) -> list[str]:
+    """prior=adm_imagenet from ``url`` (a 32 px tiny network stands in for the 256 px one)."""
+    return [
+        "prior=adm_imagenet",
+        f"prior.weights.url={url}",
+        *([f"prior.weights.sha256={sha256}"] if sha256 else []),
+        "prior.image_size=32",
+        f"results_root={tmp_path / 'results'}",
+        "solver.num_steps=2",
+        "data.limit=1",
+        "show_progress=false",
+        "metrics.enabled=false",
+    ]
+
+
+def _experiment(overrides: list[str], preset: dict) -> runner.Experiment:
+    cfg = runner.compose(*overrides)
+    cfg.prior.preset = preset  # the tiny network's architecture (the served file holds that one)
+    return runner.Experiment(cfg)
+
+
+def _assert_state(prior, state: dict) -> None:
+    loaded = prior.network.state_dict()
+    assert loaded.keys() == state.keys()
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value), key
+
+
+# -- the configured sources ----------------------------------------------------------------------------------
+def test_configured_sources_are_the_published_ones():
+    """Repo ids, file names and URLs as their projects publish them (deepinv/models/diffunet.py: Hub repo
+    deepinv/diffunet, file diffusion_ffhq_10m.pt; guided-diffusion README: the 256x256 unconditional URL)."""
+    conf = {
+        name: yaml.safe_load((REPO / "conf" / "prior" / f"{name}.yaml").read_text())
+        for name in ("adm_ffhq", "adm_imagenet", "sd15")
+    }
+    assert conf["adm_ffhq"]["weights"] == {
+        "repo": "deepinv/diffunet",
+        "file": "diffusion_ffhq_10m.pt",
+        "revision": None,
+        "url": None,
+        "sha256": None,
+    }
+    assert conf["adm_imagenet"]["weights"]["url"] == IMAGENET_URL
+    assert conf["adm_imagenet"]["weights"]["repo"] is None
+    assert conf["sd15"]["weights"] == {
+        "repo": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        "revision": None,
+        "variant": None,
+    }
+
+
+def test_metric_sources_match_the_libraries():
+    """LPIPS backbones: torchvision's own weight URLs, whose file names carry the SHA-256 prefix torch.hub checks;
+    FID: pytorch-fid's FID_WEIGHTS_URL (no digest published: none enforced)."""
+    from pytorch_fid.inception import FID_WEIGHTS_URL
+    from torchvision.models import AlexNet_Weights, VGG16_Weights
+
+    from evaluation import BACKBONES, INCEPTION
+
+    assert BACKBONES["alex"].url == AlexNet_Weights.IMAGENET1K_V1.url
+    assert BACKBONES["vgg"].url == VGG16_Weights.IMAGENET1K_V1.url
+    for spec in BACKBONES.values():
+        assert spec.sha256 == re.search(r"-([a-f0-9]+)\.", spec.url.rsplit("/", 1)[1]).group(1)
+    assert INCEPTION.url == FID_WEIGHTS_URL and INCEPTION.sha256 is None
+
+
+def test_sd15_fetches_only_the_five_components(caches):
+    """SD1.5 from the Hub: model_index.json and unet/ vae/ text_encoder/ tokenizer/ scheduler/ only; fp16 files
+    with prior.weights.variant=fp16."""
+    from runner.weights import prior_needs
+
+    for variant, dot in ((None, ""), ("fp16", ".fp16")):
+        cfg = runner.compose("prior=sd15", f"prior.weights.variant={variant or 'null'}")
+        (need,) = prior_needs(cfg.prior)
+        assert need.source.repo == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+        folders = {p.split("/")[0] for p in need.source.patterns if "/" in p}
+        assert folders == {"unet", "vae", "text_encoder", "tokenizer", "scheduler"}
+        assert f"unet/diffusion_pytorch_model{dot}.safetensors" in need.source.patterns
+
+
+# -- URL sources ---------------------------------------------------------------------------------------------
+def test_prefetch_then_runs_use_the_cache(server, caches, tiny_adm_pt, tmp_path, script):
+    """fetch_weights downloads and verifies; runs load it strictly from $TORCH_HOME/hub/checkpoints, with no
+    further request, also offline."""
+    path, preset, state = tiny_adm_pt
+    data = path.read_bytes()
+    server.files["/mirror/256x256_diffusion_uncond.pt"] = data
+    overrides = _imagenet_overrides(tmp_path, server.url("/mirror/256x256_diffusion_uncond.pt"), _sha256(data))
+
+    listed = script("fetch_weights.py", "--list", *overrides)
+    assert listed.returncode == 0, listed.stderr
+    assert "state:  missing" in listed.stdout and server.requests == []
+    fetched = script("fetch_weights.py", *overrides)
+    assert fetched.returncode == 0, fetched.stderr
+    destination = caches["TORCH_HOME"] / "hub" / "checkpoints" / "256x256_diffusion_uncond.pt"
+    assert destination.read_bytes() == data and len(server.requests) == 1
+    assert sorted(p.name for p in destination.parent.iterdir()) == [destination.name]  # no temporary file left
+
+    _assert_state(_experiment(overrides, preset).prior, state)
+    runner.run(_with_preset(overrides, preset))
+    _assert_state(_experiment([*overrides, "offline=true"], preset).prior, state)
+    assert len(server.requests) == 1
+    again = script("fetch_weights.py", "--list", *overrides)
+    assert f"state:  cached: {destination}" in again.stdout
+
+
+def _with_preset(overrides: list[str], preset: dict):
+    cfg = runner.compose(*overrides)
+    cfg.prior.preset = preset
+    return cfg
+
+
+def test_a_run_downloads_what_it_lacks(server, caches, tiny_adm_pt, tmp_path):
+    path, preset, state = tiny_adm_pt
+    server.files["/w.pt"] = path.read_bytes()
+    overrides = _imagenet_overrides(tmp_path, server.url("/w.pt"), _sha256(path.read_bytes()))
+    _assert_state(_experiment(overrides, preset).prior, state)
+    assert (caches["TORCH_HOME"] / "hub" / "checkpoints" / "w.pt").is_file() and len(server.requests) == 1
+
+
+def test_wrong_checksum_keeps_nothing(server, caches, tiny_adm_pt, tmp_path, script):
+    path, preset, _ = tiny_adm_pt
+    data = path.read_bytes()
+    server.files["/w.pt"] = data
+    wrong = "0" * 64
+    overrides = _imagenet_overrides(tmp_path, server.url("/w.pt"), wrong)
+    result = script("fetch_weights.py", *overrides)
+    assert result.returncode == 1
+    assert wrong in result.stderr and _sha256(data) in result.stderr and "checksum mismatch" in result.stderr
+    checkpoints = caches["TORCH_HOME"] / "hub" / "checkpoints"
+    assert not checkpoints.exists() or list(checkpoints.iterdir()) == []
+    with pytest.raises(SetupError) as info:  # a run says the same at start-up (restore.py: rc 2)
+        _experiment(overrides, preset)
+    assert wrong in str(info.value) and _sha256(data) in str(info.value)
+    assert not checkpoints.exists() or list(checkpoints.iterdir()) == []
+
+
+def test_download_cut_midway_leaves_nothing_and_the_retry_succeeds(server, caches, tiny_adm_pt, tmp_path, script):
+    path, _, _ = tiny_adm_pt
+    data = path.read_bytes()
+    server.files["/w.pt"] = data
+    server.cut.add("/w.pt")
+    overrides = _imagenet_overrides(tmp_path, server.url("/w.pt"), _sha256(data))
+    first = script("fetch_weights.py", *overrides)
+    assert first.returncode == 1 and "/w.pt" in first.stderr
+    checkpoints = caches["TORCH_HOME"] / "hub" / "checkpoints"
+    assert list(checkpoints.iterdir()) == []
+    second = script("fetch_weights.py", *overrides)
+    assert second.returncode == 0, second.stderr
+    assert (checkpoints / "w.pt").read_bytes() == data and len(server.requests) == 2
+
+
+def test_offline_cold_cache_stops_at_start_up_with_the_prefetch_command(
+    server, caches, tiny_adm_pt, tmp_path, monkeypatch
+):
+    path, preset, _ = tiny_adm_pt
+    server.files["/w.pt"] = path.read_bytes()
+    overrides = _imagenet_overrides(tmp_path, server.url("/w.pt"))
+    for switch in (["offline=true"], []):
+        if not switch:
+            monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        with pytest.raises(SetupError) as info:
+            _experiment([*overrides, *switch], preset)
+        message = str(info.value)
+        assert message.startswith("ImageNet 256 unconditional ADM (guided-diffusion) checkpoint not found")
+        assert "offline" in message and "python scripts/fetch_weights.py prior=adm_imagenet" in message
+        assert str(caches["TORCH_HOME"] / "hub" / "checkpoints" / "w.pt") in message
+    assert server.requests == []
+
+
+def test_multirun_prefetch_is_the_union_of_the_sweep(server, caches, tiny_adm_pt, tmp_path, script):
+    path, _, _ = tiny_adm_pt
+    server.files["/a.pt"] = server.files["/b.pt"] = path.read_bytes()
+    base = _imagenet_overrides(tmp_path, server.url("/a.pt"))
+    overrides = [o for o in base if not o.startswith("prior.weights.url")]
+    sweep = f"prior.weights.url={server.url('/a.pt')},{server.url('/b.pt')}"
+    result = script("fetch_weights.py", "-m", *overrides, sweep, "task=sr4,box_inpaint")
+    assert result.returncode == 0, result.stderr
+    assert sorted(server.requests) == ["/a.pt", "/b.pt"]  # four jobs, two files, each fetched once
+
+
+# -- Hub sources ---------------------------------------------------------------------------------------------
+def _hub_cache(hf_home: Path, repo: str, files: dict[str, Path]) -> Path:
+    """``files`` laid out as huggingface_hub writes them: blobs/<sha256>, snapshots/<commit>/<name> -> blob,
+    refs/main."""
+    root = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+    for name, source in files.items():
+        blob = root / "blobs" / _sha256(source.read_bytes())
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, blob)
+        link = root / "snapshots" / COMMIT / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path("../" * (name.count("/") + 2)) / "blobs" / blob.name)
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(COMMIT)
+    return root
+
+
+def test_ffhq_from_a_warm_hub_cache_offline(caches, tiny_adm_pt, tmp_path, monkeypatch):
+    path, preset, state = tiny_adm_pt
+    _hub_cache(caches["HF_HOME"], "deepinv/diffunet", {"diffusion_ffhq_10m.pt": path})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    overrides = ["prior=adm_ffhq", "prior.image_size=32", f"results_root={tmp_path}", "metrics.enabled=false"]
+    _assert_state(_experiment(overrides, preset).prior, state)
+
+
+def test_sd15_from_a_warm_hub_cache_offline(caches, tiny_sd_folder, tmp_path, monkeypatch):
+    """The tiny latent prior's folder in the Hub cache under SD1.5's repo id is found and loaded offline."""
+    files = {str(p.relative_to(tiny_sd_folder)): p for p in tiny_sd_folder.rglob("*") if p.is_file()}
+    _hub_cache(caches["HF_HOME"], "stable-diffusion-v1-5/stable-diffusion-v1-5", files)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)  # no ./models/stable-diffusion-v1-5 here
+    cfg = runner.compose("prior=sd15", "prior.image_size=32", f"results_root={tmp_path}", "metrics.enabled=false")
+    prior = runner.build_prior(cfg.prior, torch.device("cpu"), torch.float32)
+    from safetensors.torch import load_file
+
+    expected = load_file(tiny_sd_folder / "unet" / "diffusion_pytorch_model.safetensors")
+    loaded = prior.unet.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in expected.items())
+
+
+# -- a single-file SD checkpoint -----------------------------------------------------------------------------
+def test_single_file_without_configs_offline_names_them_and_the_override(caches, tiny_sd_folder, tmp_path, script):
+    from priors.sd import load_sd, save_single_file
+
+    checkpoint = save_single_file(load_sd(tiny_sd_folder), tmp_path / "v1-5-pruned-emaonly.safetensors")
+    common = ["prior=sd15", f"prior.source={checkpoint}", "prior.image_size=32", f"results_root={tmp_path}"]
+    result = script("restore.py", *common, "solver.num_steps=1", "data.limit=1", env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2, result.stderr
+    message = result.stderr
+    assert f"prior.source={checkpoint} is there" in message
+    assert "unet/, vae/, text_encoder/, tokenizer/ and scheduler/ configs are missing" in message
+    assert "prior.config=./models/sd15-configs" in message and "Traceback" not in message
+    # the override the message gives works (the key is declared: no '+')
+    cfg = runner.compose(*common, f"prior.config={tiny_sd_folder}")
+    prior = runner.build_prior(cfg.prior, torch.device("cpu"), torch.float32, offline=True)
+    assert prior.image_size in (32, (32, 32))
