@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +177,7 @@ def _download_hub(source: Source) -> Path:
             missing = [name for name in source.required if not (folder / name).is_file()]
             if missing:
                 raise WeightsError(f"{source.what}: {source.describe()} has no {', '.join(missing)}")
+            verify_hub_blobs(folder, source.what)
             return folder
         path = Path(hf_hub_download(source.repo, source.filename, revision=source.revision, cache_dir=hub_cache_dir()))
     except WeightsError:
@@ -187,11 +189,35 @@ def _download_hub(source: Source) -> Path:
     if source.sha256:
         digest = sha256_file(path)
         if not matches(digest, source.sha256):
-            blob = path.resolve()
-            path.unlink(missing_ok=True)  # the snapshot's link, then the blob it points to
-            blob.unlink(missing_ok=True)
+            _discard(path)
             raise _mismatch(source.what, source.describe(), source.sha256, digest)
+    verify_hub_blobs(path, source.what)
     return path
+
+
+_SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _discard(link: Path) -> None:
+    """Remove a Hub snapshot's link and the blob it points to."""
+    blob = link.resolve()
+    link.unlink(missing_ok=True)
+    blob.unlink(missing_ok=True)
+
+
+def verify_hub_blobs(path: Path, what: str) -> None:
+    """Check the files of a Hub snapshot (``path``: a file or a folder) against their blobs' names: huggingface_hub
+    names an LFS file's blob by the SHA-256 the Hub publishes for it (its LFS object id) but does not re-check the
+    bytes. A mismatch removes the file and raises, naming both digests."""
+    links = [path] if path.is_file() else [p for p in sorted(path.rglob("*")) if p.is_file()]
+    for link in links:
+        expected = link.resolve().name
+        if not _SHA256_NAME.match(expected):  # a small git-stored file: named by its git hash
+            continue
+        digest = sha256_file(link)
+        if digest != expected:
+            _discard(link)
+            raise _mismatch(what, str(link), expected, digest)
 
 
 def download_url(

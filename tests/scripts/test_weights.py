@@ -341,3 +341,38 @@ def test_single_file_without_configs_offline_names_them_and_the_override(caches,
     cfg = runner.compose(*common, f"prior.config={tiny_sd_folder}")
     prior = runner.build_prior(cfg.prior, torch.device("cpu"), torch.float32, offline=True)
     assert prior.image_size in (32, (32, 32))
+
+
+def test_hub_blobs_are_checked_against_their_sha256_names(caches, tiny_adm_pt, tmp_path):
+    """A downloaded Hub file whose bytes do not hash to its blob's name (the Hub's LFS SHA-256) is removed and
+    reported with both digests; intact files and git-stored (non-SHA-256-named) files pass."""
+    from runner.download import WeightsError, verify_hub_blobs
+
+    path, _, _ = tiny_adm_pt
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    root = _hub_cache(caches["HF_HOME"], "someone/model", {"unet/weights.pt": path})
+    snapshot = root / "snapshots" / COMMIT
+    git_blob = root / "blobs" / ("a" * 40)
+    shutil.copyfile(config, git_blob)
+    (snapshot / "config.json").symlink_to(Path("../..") / "blobs" / git_blob.name)
+    verify_hub_blobs(snapshot, "model")  # intact
+
+    link = snapshot / "unet" / "weights.pt"
+    blob = link.resolve()
+    expected = blob.name
+    blob.write_bytes(path.read_bytes()[:-1] + b"x")
+    actual = hashlib.sha256(blob.read_bytes()).hexdigest()
+    with pytest.raises(WeightsError) as info:
+        verify_hub_blobs(snapshot, "model")
+    assert expected in str(info.value) and actual in str(info.value)
+    assert not link.exists() and not link.is_symlink() and not blob.exists()
+    assert (snapshot / "config.json").is_file()
+
+
+def test_air_gapped_copy_by_file_url(caches, tiny_adm_pt, tmp_path):
+    """prior.weights.url=file:///... (a copy on a shared disk) is copied into the cache, verified, and loaded."""
+    path, preset, state = tiny_adm_pt
+    overrides = _imagenet_overrides(tmp_path, path.as_uri(), _sha256(path.read_bytes()))
+    _assert_state(_experiment(overrides, preset).prior, state)
+    assert (caches["TORCH_HOME"] / "hub" / "checkpoints" / path.name).read_bytes() == path.read_bytes()
