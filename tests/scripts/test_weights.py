@@ -376,3 +376,41 @@ def test_air_gapped_copy_by_file_url(caches, tiny_adm_pt, tmp_path):
     overrides = _imagenet_overrides(tmp_path, path.as_uri(), _sha256(path.read_bytes()))
     _assert_state(_experiment(overrides, preset).prior, state)
     assert (caches["TORCH_HOME"] / "hub" / "checkpoints" / path.name).read_bytes() == path.read_bytes()
+
+
+def test_a_run_fetches_metric_weights_once(server, caches, monkeypatch, tmp_path, tiny_checkpoint):
+    """A run fetches the LPIPS backbone it lacks into $TORCH_HOME/hub/checkpoints (checked against a SHA-256 prefix,
+    as torchvision's names carry) and scores with it; a later offline run reads the cache. Offline with a cold
+    cache, LPIPS is unavailable and the restoration still runs. (Random backbone: tests the plumbing, not LPIPS.)"""
+    from torchvision.models import alexnet
+
+    from evaluation import BACKBONES, WeightsFile
+
+    generator = torch.Generator().manual_seed(0)
+    shapes = {f"features.{k}": v.shape for k, v in alexnet(weights=None).features.state_dict().items()}
+    backbone = tmp_path / "alexnet-test.pth"
+    torch.save({k: 0.05 * torch.randn(shape, generator=generator) for k, shape in shapes.items()}, backbone)
+    data = backbone.read_bytes()
+    server.files["/alexnet-test.pth"] = data
+    spec = WeightsFile(
+        "LPIPS backbone (AlexNet)", "alexnet-test.pth", server.url("/alexnet-test.pth"), _sha256(data)[:8]
+    )
+    monkeypatch.setitem(BACKBONES, "alex", spec)
+    overrides = [
+        f"prior.checkpoint={tiny_checkpoint}",
+        f"results_root={tmp_path / 'results'}",
+        "solver.num_steps=2",
+        "data.limit=1",
+        "show_progress=false",
+        "metrics.fid.enabled=false",
+    ]
+    summary = runner.run(runner.compose(*overrides))
+    assert summary["metrics"]["lpips"]["count"] == 1 and len(server.requests) == 1
+    assert (caches["TORCH_HOME"] / "hub" / "checkpoints" / "alexnet-test.pth").read_bytes() == data
+    summary = runner.run(runner.compose(*overrides, "offline=true", "tag=_offline"))
+    assert summary["metrics"]["lpips"]["count"] == 1 and len(server.requests) == 1
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "cold"))
+    summary = runner.run(runner.compose(*overrides, "offline=true", "tag=_cold"))
+    assert summary["counts"]["done"] == 1 and summary["metrics"]["lpips"]["count"] == 0
+    assert "alexnet-test.pth" in summary["metrics"]["lpips"]["unavailable"] and len(server.requests) == 1
