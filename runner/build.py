@@ -151,8 +151,8 @@ def _build_sd(
     if variant and "variant" not in options:
         options["variant"] = variant
     single_file = target.is_file()
-    if single_file:
-        options["config"] = str(_single_file_configs(prior_cfg, needs[1], target, offline, prefetch))
+    if single_file and (config := _single_file_configs(prior_cfg, needs[1], target, offline, prefetch)):
+        options["config"] = str(config)
     try:
         return load_sd(target, image_size=int(prior_cfg.image_size), device=device, dtype=dtype, **options)
     except (FileNotFoundError, OSError) as exc:
@@ -161,9 +161,14 @@ def _build_sd(
         raise not_found(str(exc)) from exc
 
 
-def _single_file_configs(prior_cfg: DictConfig, need: Any, target: Path, offline: bool, prefetch: str) -> Path:
+def _single_file_configs(
+    prior_cfg: DictConfig, need: weights.Need, target: Path, offline: bool, prefetch: str
+) -> Path | None:
     """The config folder of a single-file checkpoint: ``prior.config``, or the configs of ``prior.weights.repo``
-    (cached, or fetched when online); the error says that the file is there and what is missing."""
+    (cached, or fetched when online); None without either (``load_sd`` infers the Hub id from the keys). The error
+    says that the file is there and what is missing."""
+    if need.local is None and need.source is None:
+        return None
     try:
         return weights.resolve(need, offline)
     except WeightsMissing:

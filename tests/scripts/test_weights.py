@@ -414,3 +414,19 @@ def test_a_run_fetches_metric_weights_once(server, caches, monkeypatch, tmp_path
     summary = runner.run(runner.compose(*overrides, "offline=true", "tag=_cold"))
     assert summary["counts"]["done"] == 1 and summary["metrics"]["lpips"]["count"] == 0
     assert "alexnet-test.pth" in summary["metrics"]["lpips"]["unavailable"] and len(server.requests) == 1
+
+
+def test_single_file_of_a_prior_without_a_source(tiny_sd_folder, tmp_path, monkeypatch):
+    """prior=tiny_sd names no Hub repo: its single file takes +prior.config=<folder>; without it, offline, the
+    error still says that configs are needed (load_sd infers SD1.5's Hub id from the keys, not cached here)."""
+    from priors.sd import load_sd, save_single_file
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    checkpoint = save_single_file(load_sd(tiny_sd_folder), tmp_path / "tiny.safetensors")
+    common = ["prior=tiny_sd", f"prior.source={checkpoint}", f"results_root={tmp_path}"]
+    prior = runner.build_prior(runner.compose(*common, f"+prior.config={tiny_sd_folder}").prior, "cpu", torch.float32)
+    assert prior.image_size in (32, (32, 32))
+    with pytest.raises(SetupError, match=r"could not load prior\.source=.*config=") as info:
+        runner.build_prior(runner.compose(*common).prior, "cpu", torch.float32)
+    assert "Traceback" not in str(info.value)
