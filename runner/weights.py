@@ -24,8 +24,8 @@ from .errors import SetupError
 
 log = logging.getLogger("runner")
 
-#: files a usable SD snapshot must hold (text encoder / tokenizer are optional for ``load_sd``)
-_SD_REQUIRED = ("unet/config.json", "vae/config.json")
+#: files a usable SD config snapshot must hold (text encoder / tokenizer are optional for ``load_sd``)
+_SD_CONFIGS = ("unet/config.json", "vae/config.json")
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,16 @@ def sd_source(prior_cfg: DictConfig, repo: str | None = None, *, configs_only: b
     variant = w.get("variant")
     patterns = CONFIG_PATTERNS if configs_only else tuple(hub_patterns(variant))
     what = f"{prior_cfg.title} configs" if configs_only else str(prior_cfg.title)
+    # the weights too, or a configs-only snapshot (a single-file checkpoint's) would pass for the whole model
+    dot = f".{variant}" if variant else ""
+    weights = () if configs_only else tuple(f"{m}/diffusion_pytorch_model{dot}.safetensors" for m in ("unet", "vae"))
     return Source(
-        what, str(repo), repo=str(repo), revision=w.get("revision"), patterns=tuple(patterns), required=_SD_REQUIRED
+        what,
+        str(repo),
+        repo=str(repo),
+        revision=w.get("revision"),
+        patterns=tuple(patterns),
+        required=_SD_CONFIGS + weights,
     )
 
 

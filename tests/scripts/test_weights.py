@@ -312,11 +312,18 @@ def test_ffhq_from_a_warm_hub_cache_offline(caches, tiny_adm_pt, tmp_path, monke
 
 def test_sd15_from_a_warm_hub_cache_offline(caches, tiny_sd_folder, tmp_path, monkeypatch):
     """The tiny latent prior's folder in the Hub cache under SD1.5's repo id is found and loaded offline."""
+    from runner.weights import prior_needs
+
+    repo = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     files = {str(p.relative_to(tiny_sd_folder)): p for p in tiny_sd_folder.rglob("*") if p.is_file()}
-    _hub_cache(caches["HF_HOME"], "stable-diffusion-v1-5/stable-diffusion-v1-5", files)
+    configs = {name: p for name, p in files.items() if not name.endswith(".safetensors")}
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)  # no ./models/stable-diffusion-v1-5 here
     cfg = runner.compose("prior=sd15", "prior.image_size=32", f"results_root={tmp_path}", "metrics.enabled=false")
+    _hub_cache(caches["HF_HOME"], repo, configs)  # what a single-file checkpoint fetches: not the model
+    assert prior_needs(cfg.prior)[0].status()[0] == "missing"
+    _hub_cache(caches["HF_HOME"], repo, {name: p for name, p in files.items() if name not in configs})
+    assert prior_needs(cfg.prior)[0].status()[0] == "cached"
     prior = runner.build_prior(cfg.prior, torch.device("cpu"), torch.float32)
     from safetensors.torch import load_file
 
@@ -430,3 +437,17 @@ def test_single_file_of_a_prior_without_a_source(tiny_sd_folder, tmp_path, monke
     with pytest.raises(SetupError, match=r"could not load prior\.source=.*config=") as info:
         runner.build_prior(runner.compose(*common).prior, "cpu", torch.float32)
     assert "Traceback" not in str(info.value)
+
+
+def test_a_path_the_user_gives_wins_and_is_never_replaced_by_a_download(server, caches, tiny_adm_pt, tmp_path):
+    path, preset, state = tiny_adm_pt
+    server.files["/w.pt"] = b"not a checkpoint"
+    overrides = _imagenet_overrides(tmp_path, server.url("/w.pt"))
+    _assert_state(_experiment([*overrides, f"prior.checkpoint={path}"], preset).prior, state)
+    missing = tmp_path / "typo" / "256x256_diffusion_uncond.pt"
+    with pytest.raises(SetupError) as info:
+        _experiment([*overrides, f"prior.checkpoint={missing}"], preset)
+    assert str(info.value).startswith(
+        f"ImageNet 256 unconditional ADM (guided-diffusion) checkpoint not found: {missing}"
+    )
+    assert server.requests == []
