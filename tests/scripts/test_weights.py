@@ -28,24 +28,38 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 class Server:
-    """Serves ``files`` (path -> bytes); counts requests; ``cut`` paths send half the body once, then hang up."""
+    """Serves ``files`` (path -> bytes, with ``headers`` per path); counts GET requests; ``cut`` paths send half the
+    body once, then hang up. HEAD answers with the headers only (what huggingface_hub asks first)."""
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
+        self.headers: dict[str, dict[str, str]] = {}
         self.cut: set[str] = set()
         self.requests: list[str] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.requests.append(self.path)
-                body = server.files.get(self.path)
+            def _head(self) -> bytes | None:
+                path = self.path.split("?")[0]
+                body = server.files.get(path)
                 if body is None:
                     self.send_error(404)
-                    return
+                    return None
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in server.headers.get(path, {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
+                return body
+
+            def do_HEAD(self):
+                self._head()
+
+            def do_GET(self):
+                server.requests.append(self.path)
+                body = self._head()
+                if body is None:
+                    return
                 if self.path in server.cut:
                     server.cut.discard(self.path)
                     self.wfile.write(body[: len(body) // 2])
@@ -60,8 +74,15 @@ class Server:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def url(self, path: str) -> str:
+    def url(self, path: str = "") -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def serve_hub_file(self, repo: str, filename: str, data: bytes, sha256: str) -> None:
+        """``data`` as the Hub serves an LFS file at ``<endpoint>/<repo>/resolve/main/<filename>``: its commit and
+        its LFS SHA-256 (``sha256``) in the headers."""
+        path = f"/{repo}/resolve/main/{filename}"
+        self.files[path] = data
+        self.headers[path] = {"X-Repo-Commit": COMMIT, "X-Linked-Etag": f'"{sha256}"', "ETag": f'"{sha256}"'}
 
 
 @pytest.fixture
@@ -451,3 +472,34 @@ def test_a_path_the_user_gives_wins_and_is_never_replaced_by_a_download(server, 
         f"ImageNet 256 unconditional ADM (guided-diffusion) checkpoint not found: {missing}"
     )
     assert server.requests == []
+
+
+def test_ffhq_downloaded_from_the_hub(server, caches, tiny_adm_pt, tmp_path, script):
+    """prior=adm_ffhq with no local copy: fetch_weights takes deepinv/diffunet's diffusion_ffhq_10m.pt through
+    huggingface_hub (a loopback endpoint stands in for the Hub) into the HF cache; a run then loads it offline."""
+    path, preset, state = tiny_adm_pt
+    data = path.read_bytes()
+    server.serve_hub_file("deepinv/diffunet", "diffusion_ffhq_10m.pt", data, _sha256(data))
+    overrides = ["prior=adm_ffhq", "prior.image_size=32", f"results_root={tmp_path}", "metrics.enabled=false"]
+    result = script("fetch_weights.py", *overrides, cwd=tmp_path, env={"HF_ENDPOINT": server.url()})
+    assert result.returncode == 0, result.stderr
+    blob = caches["HF_HOME"] / "hub" / "models--deepinv--diffunet" / "blobs" / _sha256(data)
+    assert blob.read_bytes() == data
+    _assert_state(_experiment([*overrides, "offline=true"], preset).prior, state)
+
+
+def test_hub_download_that_does_not_match_its_sha256_is_not_kept(server, caches, tiny_adm_pt, tmp_path, script):
+    path, _, _ = tiny_adm_pt
+    data = path.read_bytes()
+    announced = _sha256(b"another file")
+    server.serve_hub_file("deepinv/diffunet", "diffusion_ffhq_10m.pt", data, announced)
+    overrides = ["prior=adm_ffhq", "metrics.enabled=false"]
+    result = script("fetch_weights.py", *overrides, cwd=tmp_path, env={"HF_ENDPOINT": server.url()})
+    assert result.returncode == 1
+    assert announced in result.stderr and _sha256(data) in result.stderr
+    repo = caches["HF_HOME"] / "hub" / "models--deepinv--diffunet"
+    assert list((repo / "blobs").iterdir()) == []  # only refs/main (a commit id) is left
+    assert [p for p in (repo / "snapshots").rglob("*") if p.is_file() or p.is_symlink()] == []
+    server.serve_hub_file("deepinv/diffunet", "diffusion_ffhq_10m.pt", data, _sha256(data))  # the mirror fixed
+    result = script("fetch_weights.py", *overrides, cwd=tmp_path, env={"HF_ENDPOINT": server.url()})
+    assert result.returncode == 0, result.stderr
