@@ -161,6 +161,11 @@ def fetch(source: Source, *, offline: bool = False, progress: bool = True, timeo
     return _download_hub(source)
 
 
+def _endpoint() -> str | None:
+    """``HF_ENDPOINT`` (a Hub mirror), read now; None: huggingface_hub's default."""
+    return os.environ.get("HF_ENDPOINT") or None
+
+
 def _download_hub(source: Source) -> Path:
     from huggingface_hub import hf_hub_download, snapshot_download
 
@@ -172,6 +177,7 @@ def _download_hub(source: Source) -> Path:
                     revision=source.revision,
                     allow_patterns=list(source.patterns),
                     cache_dir=hub_cache_dir(),
+                    endpoint=_endpoint(),
                 )
             )
             missing = [name for name in source.required if not (folder / name).is_file()]
@@ -179,7 +185,15 @@ def _download_hub(source: Source) -> Path:
                 raise WeightsError(f"{source.what}: {source.describe()} has no {', '.join(missing)}")
             verify_hub_blobs(folder, source.what)
             return folder
-        path = Path(hf_hub_download(source.repo, source.filename, revision=source.revision, cache_dir=hub_cache_dir()))
+        path = Path(
+            hf_hub_download(
+                source.repo,
+                source.filename,
+                revision=source.revision,
+                cache_dir=hub_cache_dir(),
+                endpoint=_endpoint(),
+            )
+        )
     except WeightsError:
         raise
     except Exception as exc:  # network, unknown repo or file, gated repo

@@ -102,6 +102,7 @@ def caches(tmp_path, monkeypatch) -> dict[str, Path]:
         monkeypatch.setenv(name, str(path))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # an unintended Hub call fails here, not on the internet
     return homes
 
 
@@ -118,6 +119,31 @@ def tiny_adm_pt(tmp_path_factory) -> tuple[Path, dict, dict]:
     path = tmp_path_factory.mktemp("served") / "checkpoint.pt"
     torch.save(state, path)
     return path, preset, state
+
+
+@pytest.fixture
+def fetch_weights(capsys, monkeypatch):
+    """``fetch_weights(*args)`` runs scripts/fetch_weights.py's ``main`` in this process (a subprocess costs an
+    import of torch per call): a result with returncode, stdout, stderr."""
+    import importlib.util
+    import os
+    import types
+
+    import huggingface_hub.constants
+
+    spec = importlib.util.spec_from_file_location("fetch_weights_script", REPO / "scripts" / "fetch_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def run(*args: str):
+        # huggingface_hub reads HF_HUB_OFFLINE at import time (tests/conftest.py sets it); the tests set it per test
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE") == "1")
+        capsys.readouterr()
+        code = module.main(list(args))
+        out, err = capsys.readouterr()
+        return types.SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run
 
 
 def _sha256(data: bytes) -> str:
@@ -206,7 +232,7 @@ def test_sd15_fetches_only_the_five_components(caches):
 
 
 # -- URL sources ---------------------------------------------------------------------------------------------
-def test_prefetch_then_runs_use_the_cache(server, caches, tiny_adm_pt, tmp_path, script):
+def test_prefetch_then_runs_use_the_cache(server, caches, tiny_adm_pt, tmp_path, script, fetch_weights):
     """fetch_weights downloads and verifies; runs load it strictly from $TORCH_HOME/hub/checkpoints, with no
     further request, also offline."""
     path, preset, state = tiny_adm_pt
@@ -214,7 +240,7 @@ def test_prefetch_then_runs_use_the_cache(server, caches, tiny_adm_pt, tmp_path,
     server.files["/mirror/256x256_diffusion_uncond.pt"] = data
     overrides = _imagenet_overrides(tmp_path, server.url("/mirror/256x256_diffusion_uncond.pt"), _sha256(data))
 
-    listed = script("fetch_weights.py", "--list", *overrides)
+    listed = fetch_weights("--list", *overrides)
     assert listed.returncode == 0, listed.stderr
     assert "state:  missing" in listed.stdout and server.requests == []
     fetched = script("fetch_weights.py", *overrides)
@@ -227,7 +253,7 @@ def test_prefetch_then_runs_use_the_cache(server, caches, tiny_adm_pt, tmp_path,
     runner.run(_with_preset(overrides, preset))
     _assert_state(_experiment([*overrides, "offline=true"], preset).prior, state)
     assert len(server.requests) == 1
-    again = script("fetch_weights.py", "--list", *overrides)
+    again = fetch_weights("--list", *overrides)
     assert f"state:  cached: {destination}" in again.stdout
 
 
@@ -245,13 +271,13 @@ def test_a_run_downloads_what_it_lacks(server, caches, tiny_adm_pt, tmp_path):
     assert (caches["TORCH_HOME"] / "hub" / "checkpoints" / "w.pt").is_file() and len(server.requests) == 1
 
 
-def test_wrong_checksum_keeps_nothing(server, caches, tiny_adm_pt, tmp_path, script):
+def test_wrong_checksum_keeps_nothing(server, caches, tiny_adm_pt, tmp_path, fetch_weights):
     path, preset, _ = tiny_adm_pt
     data = path.read_bytes()
     server.files["/w.pt"] = data
     wrong = "0" * 64
     overrides = _imagenet_overrides(tmp_path, server.url("/w.pt"), wrong)
-    result = script("fetch_weights.py", *overrides)
+    result = fetch_weights(*overrides)
     assert result.returncode == 1
     assert wrong in result.stderr and _sha256(data) in result.stderr and "checksum mismatch" in result.stderr
     checkpoints = caches["TORCH_HOME"] / "hub" / "checkpoints"
@@ -262,17 +288,19 @@ def test_wrong_checksum_keeps_nothing(server, caches, tiny_adm_pt, tmp_path, scr
     assert not checkpoints.exists() or list(checkpoints.iterdir()) == []
 
 
-def test_download_cut_midway_leaves_nothing_and_the_retry_succeeds(server, caches, tiny_adm_pt, tmp_path, script):
+def test_download_cut_midway_leaves_nothing_and_the_retry_succeeds(
+    server, caches, tiny_adm_pt, tmp_path, fetch_weights
+):
     path, _, _ = tiny_adm_pt
     data = path.read_bytes()
     server.files["/w.pt"] = data
     server.cut.add("/w.pt")
     overrides = _imagenet_overrides(tmp_path, server.url("/w.pt"), _sha256(data))
-    first = script("fetch_weights.py", *overrides)
+    first = fetch_weights(*overrides)
     assert first.returncode == 1 and "/w.pt" in first.stderr
     checkpoints = caches["TORCH_HOME"] / "hub" / "checkpoints"
     assert list(checkpoints.iterdir()) == []
-    second = script("fetch_weights.py", *overrides)
+    second = fetch_weights(*overrides)
     assert second.returncode == 0, second.stderr
     assert (checkpoints / "w.pt").read_bytes() == data and len(server.requests) == 2
 
@@ -295,13 +323,13 @@ def test_offline_cold_cache_stops_at_start_up_with_the_prefetch_command(
     assert server.requests == []
 
 
-def test_multirun_prefetch_is_the_union_of_the_sweep(server, caches, tiny_adm_pt, tmp_path, script):
+def test_multirun_prefetch_is_the_union_of_the_sweep(server, caches, tiny_adm_pt, tmp_path, fetch_weights):
     path, _, _ = tiny_adm_pt
     server.files["/a.pt"] = server.files["/b.pt"] = path.read_bytes()
     base = _imagenet_overrides(tmp_path, server.url("/a.pt"))
     overrides = [o for o in base if not o.startswith("prior.weights.url")]
     sweep = f"prior.weights.url={server.url('/a.pt')},{server.url('/b.pt')}"
-    result = script("fetch_weights.py", "-m", *overrides, sweep, "task=sr4,box_inpaint")
+    result = fetch_weights("-m", *overrides, sweep, "task=sr4,box_inpaint")
     assert result.returncode == 0, result.stderr
     assert sorted(server.requests) == ["/a.pt", "/b.pt"]  # four jobs, two files, each fetched once
 
@@ -474,32 +502,38 @@ def test_a_path_the_user_gives_wins_and_is_never_replaced_by_a_download(server, 
     assert server.requests == []
 
 
-def test_ffhq_downloaded_from_the_hub(server, caches, tiny_adm_pt, tmp_path, script):
+def test_ffhq_downloaded_from_the_hub(server, caches, tiny_adm_pt, tmp_path, fetch_weights, monkeypatch):
     """prior=adm_ffhq with no local copy: fetch_weights takes deepinv/diffunet's diffusion_ffhq_10m.pt through
     huggingface_hub (a loopback endpoint stands in for the Hub) into the HF cache; a run then loads it offline."""
     path, preset, state = tiny_adm_pt
     data = path.read_bytes()
+    monkeypatch.setenv("HF_ENDPOINT", server.url())
+    monkeypatch.chdir(tmp_path)
     server.serve_hub_file("deepinv/diffunet", "diffusion_ffhq_10m.pt", data, _sha256(data))
     overrides = ["prior=adm_ffhq", "prior.image_size=32", f"results_root={tmp_path}", "metrics.enabled=false"]
-    result = script("fetch_weights.py", *overrides, cwd=tmp_path, env={"HF_ENDPOINT": server.url()})
+    result = fetch_weights(*overrides)
     assert result.returncode == 0, result.stderr
     blob = caches["HF_HOME"] / "hub" / "models--deepinv--diffunet" / "blobs" / _sha256(data)
     assert blob.read_bytes() == data
     _assert_state(_experiment([*overrides, "offline=true"], preset).prior, state)
 
 
-def test_hub_download_that_does_not_match_its_sha256_is_not_kept(server, caches, tiny_adm_pt, tmp_path, script):
+def test_hub_download_that_does_not_match_its_sha256_is_not_kept(
+    server, caches, tiny_adm_pt, tmp_path, fetch_weights, monkeypatch
+):
     path, _, _ = tiny_adm_pt
     data = path.read_bytes()
     announced = _sha256(b"another file")
+    monkeypatch.setenv("HF_ENDPOINT", server.url())
+    monkeypatch.chdir(tmp_path)
     server.serve_hub_file("deepinv/diffunet", "diffusion_ffhq_10m.pt", data, announced)
     overrides = ["prior=adm_ffhq", "metrics.enabled=false"]
-    result = script("fetch_weights.py", *overrides, cwd=tmp_path, env={"HF_ENDPOINT": server.url()})
+    result = fetch_weights(*overrides)
     assert result.returncode == 1
     assert announced in result.stderr and _sha256(data) in result.stderr
     repo = caches["HF_HOME"] / "hub" / "models--deepinv--diffunet"
     assert list((repo / "blobs").iterdir()) == []  # only refs/main (a commit id) is left
     assert [p for p in (repo / "snapshots").rglob("*") if p.is_file() or p.is_symlink()] == []
     server.serve_hub_file("deepinv/diffunet", "diffusion_ffhq_10m.pt", data, _sha256(data))  # the mirror fixed
-    result = script("fetch_weights.py", *overrides, cwd=tmp_path, env={"HF_ENDPOINT": server.url()})
+    result = fetch_weights(*overrides)
     assert result.returncode == 0, result.stderr
