@@ -7,7 +7,6 @@ the real formats, and the Hugging Face cache is laid out by hand as huggingface_
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 import threading
@@ -111,9 +110,9 @@ def tiny_adm_pt(tmp_path_factory) -> tuple[Path, dict, dict]:
     """An ADM state dict in the released checkpoints' format (a pickled flat dict, ``.pt``), of the tiny preset:
     (file, preset, state dict)."""
     from priors.adm import ADMPrior
-    from priors.tiny import TINY_ADM
+    from priors.tiny import TINY_ADM_CONFIG
 
-    preset = json.loads(TINY_ADM.with_suffix(".json").read_text())["model"]
+    preset = dict(TINY_ADM_CONFIG)
     prior = ADMPrior.from_preset(preset, init="random", generator=torch.Generator().manual_seed(1))
     state = {k: v.clone() for k, v in prior.network.state_dict().items()}
     path = tmp_path_factory.mktemp("served") / "checkpoint.pt"
