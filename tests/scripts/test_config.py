@@ -202,9 +202,10 @@ def test_unknown_task_lists_the_valid_ones():
         ("box_inpaint", 512, {"hole": 256, "margin": 32}),
         ("box_inpaint", 32, {"hole": 16, "margin": 2}),
         ("sr8", 256, {"factor": 8}),
+        ("sr8", 512, {"factor": 16}),
         ("sr4", 32, {"factor": 4}),
         ("gaussian_deblur", 256, {"kernel_size": 61, "sigma": 3.0}),
-        ("gaussian_deblur", 512, {"kernel_size": 121, "sigma": 3.0}),
+        ("gaussian_deblur", 512, {"kernel_size": 121, "sigma": 6.0}),  # the 256 px blur scaled by 2
         ("gaussian_deblur", 32, {"kernel_size": 9, "sigma": 1.0}),
         ("motion_deblur", 256, {"kernel_size": 61, "intensity": 0.5}),
         ("motion_deblur", 512, {"kernel_size": 121, "intensity": 0.5}),
