@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 from omegaconf import DictConfig
+from PIL import Image
 
 from imaging import ImageFolder, ShapesDataset, Skipped, check_shard, load_image
 
@@ -53,8 +54,14 @@ class DataSet:
         return self.label_loader(sample) if self.label_loader is not None else self.loader(sample)
 
 
-def build_dataset(data_cfg: DictConfig, size: int, eval_size: int | None = None) -> DataSet:
-    """The data set of ``data_cfg`` at working resolution ``size``; labels at ``eval_size`` (None: ``size``)."""
+#: how image files are resized to the working resolution: bicubic, or nearest (PSLD_PAG's
+#: ``f.interpolate(img, 512)`` in stable-diffusion/scripts/inverse.py, reproduced under ``solver.reference``)
+RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST}
+
+
+def build_dataset(data_cfg: DictConfig, size: int, eval_size: int | None = None, resample: str = "bicubic") -> DataSet:
+    """The data set of ``data_cfg`` at working resolution ``size`` (files resized with ``resample``); labels at
+    ``eval_size`` (None: ``size``), straight from the files."""
     eval_size = None if eval_size is None or int(eval_size) == size else int(eval_size)
     kind = str(data_cfg.kind)
     shard, num_shards = int(data_cfg.get("shard", 0)), int(data_cfg.get("num_shards", 1))
@@ -97,6 +104,7 @@ def build_dataset(data_cfg: DictConfig, size: int, eval_size: int | None = None)
             shard=shard,
             num_shards=num_shards,
             background=tuple(data_cfg.get("background") or (255, 255, 255)),
+            resample=RESAMPLE[resample],
         )
         by_name = {s.name: s for s in folder.all}
         samples = [Sample(s.index, s.name, str(s.path)) for s in folder.samples]

@@ -120,7 +120,9 @@ class Experiment:
         self.recon_kind = scored_recon(cfg, isinstance(operator, Inpainting), self.reference)
         metrics = cfg.metrics
         self.metrics_size = None if metrics.size is None else int(metrics.size)
-        self.data: DataSet = build_dataset(cfg.data, size, self.metrics_size)
+        # PSLD_PAG upsamples its 256 px data to 512 with nearest; ours: bicubic
+        resample = "nearest" if self.reference and bool(cfg.prior.latent) else "bicubic"
+        self.data: DataSet = build_dataset(cfg.data, size, self.metrics_size, resample)
         self.prior = build_prior(cfg.prior, self.device, self.dtype)
         self.size = prior_image_size(self.prior)
         if self.size != size:

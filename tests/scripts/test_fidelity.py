@@ -105,3 +105,22 @@ def test_labels_are_the_source_image_at_the_evaluation_size(run_tiny, tmp_path):
     (row,) = read_metrics_csv(folder / "metrics.csv")
     assert float(row["psnr"]) == pytest.approx(psnr(recon16, source), abs=1e-6)
     assert summary["measurement"]["source_size"] == 16 and summary["metrics"]["size"] == 16
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_psld_reference_upsamples_the_data_with_nearest(tiny_sd_folder, tmp_path, reference):
+    """PSLD_PAG stable-diffusion/scripts/inverse.py: ``f.interpolate(img, opt.H)`` (nearest) from 256 to 512 px;
+    here a 16 px file for the 32 px tiny latent prior. The default resizes with bicubic."""
+    data = tmp_path / "images"
+    data.mkdir()
+    source = (np.random.default_rng(1).random((16, 16, 3)) * 255).astype(np.uint8)
+    Image.fromarray(source).save(data / "face.png")
+    cfg = runner.compose(
+        f"results_root={tmp_path / 'results'}", "prior=tiny_sd", f"prior.source={tiny_sd_folder}", "data=folder",
+        f"data.path={data}", "data.dataset=shapes", f"solver.reference={reference}",
+    )  # fmt: skip
+    exp = runner.Experiment(cfg)
+    working = ((exp.data.load(exp.data.samples[0]).permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+    nearest = source.repeat(2, axis=0).repeat(2, axis=1)
+    bicubic = np.asarray(Image.fromarray(source).resize((32, 32), Image.BICUBIC))
+    np.testing.assert_array_equal(working, nearest if reference else bicubic)
