@@ -35,13 +35,18 @@ def auto_solver(latent: Any) -> str:
 
 
 def pag_tag(*, _root_: DictConfig) -> str:
-    """``pag<s>`` with the effective PAG scale (``pag0`` when off), for output folder names."""
+    """``pag<s>`` with the effective PAG scale (``pag0`` when off; ``pag<s>i<t_lo>-<t_hi>`` with an interval), and
+    ``ref_`` before it under ``solver.reference=true``, for output folder names."""
+    reference = "ref_" if bool(OmegaConf.select(_root_, "solver.reference", default=False)) else ""
     try:
         pag = resolve_settings(_root_).pag
-        return "pag0" if pag is None else f"pag{pag.scale:g}"
+        if pag is None:
+            return f"{reference}pag0"
+        interval = "" if pag.interval is None else f"i{pag.interval[0]:g}-{pag.interval[1]:g}"
+        return f"{reference}pag{pag.scale:g}{interval}"
     except Exception:  # an invalid config is reported by the runner, with a proper message
         scale = OmegaConf.select(_root_, "pag.scale", default=None)
-        return f"pag{scale}"
+        return f"{reference}pag{scale}"
 
 
 def path_stem(path: Any) -> str:
