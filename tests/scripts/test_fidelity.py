@@ -69,6 +69,12 @@ def test_reference_run_saves_pasted_outputs_and_scores_them(run_tiny):
     assert float(row["psnr"]) == pytest.approx(psnr(pasted, label), abs=1e-6)
     assert summary["metrics"]["recon"] == "pasted" and summary["reference"] is True
     assert summary["config"]["solver"]["reference"] is True
+    assert "_ref_pag0_" in cfg.name  # its own folder: a default run's is not resumed into
+    # scripts/evaluate.py scores what the run scored
+    from evaluation import evaluate_folder, run_recon
+
+    report = evaluate_folder(folder, recon=run_recon(folder), lpips=False, fid=False)
+    assert report["rows"][0]["psnr"] == pytest.approx(float(row["psnr"]), abs=1e-9)
 
 
 def test_default_run_scores_the_raw_sample_and_records_the_measurement(run_tiny):
