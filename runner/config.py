@@ -149,9 +149,10 @@ class Settings:
         if self.pag is None:
             parts.append("PAG off")
         else:
+            interval = "" if self.pag.interval is None else " for t in [{:g}, {:g}]".format(*self.pag.interval)
             parts.append(
                 f"PAG scale={self.pag.scale:g} ({self.sources['pag.scale']}) on {', '.join(self.pag.layers)} "
-                f"({self.sources['pag.layers']})"
+                f"({self.sources['pag.layers']}){interval}"
             )
         return f"{self.solver} on {self.dataset}/{self.task}: " + "; ".join(parts)
 

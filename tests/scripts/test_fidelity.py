@@ -130,3 +130,12 @@ def test_psld_reference_upsamples_the_data_with_nearest(tiny_sd_folder, tmp_path
     nearest = source.repeat(2, axis=0).repeat(2, axis=1)
     bicubic = np.asarray(Image.fromarray(source).resize((32, 32), Image.BICUBIC))
     np.testing.assert_array_equal(working, nearest if reference else bicubic)
+
+
+def test_pag_interval_from_the_config():
+    settings = runner.resolve_settings(runner.compose("pag.scale=2", "pag.interval=[0,500]"))
+    assert settings.pag.interval == (0.0, 500.0) and settings.to_dict()["pag"]["interval"] == [0.0, 500.0]
+    assert runner.compose("pag.scale=2", "pag.interval=[0,500]").name == "demo_tiny_adm_dps_pag2i0-500_seed0"
+    for bad in ("[5]", "[600,200]"):
+        with pytest.raises(runner.SetupError, match="interval"):
+            runner.resolve_settings(runner.compose("pag.scale=2", f"pag.interval={bad}"))
