@@ -11,7 +11,6 @@ it no perturbed pass runs and the step is the unguided one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -191,13 +190,3 @@ class NoisePredictor:
             eps_perturbed=eps_perturbed,
         )
 
-
-def as_pag(value: PAG | dict | None, default_layers: Sequence[str] = ()) -> PAG | None:
-    """Build a PAG from a config mapping ({scale, layers, adaptive_scale, ...}); None or scale 0 -> None."""
-    if value is None or isinstance(value, PAG):
-        return value if value is None or value.scale > 0 else None
-    cfg = dict(value)
-    if float(cfg.get("scale", 0.0)) == 0:
-        return None
-    cfg.setdefault("layers", tuple(default_layers))
-    return PAG(**cfg)

@@ -16,7 +16,7 @@ LAYERS = ("input_blocks.3.1", "middle_block.1")
 
 @pytest.fixture(scope="module")
 def prior64():
-    return ADMPrior.from_preset("tiny", init="random", generator=torch.Generator().manual_seed(0)).double().eval()
+    return ADMPrior.from_preset("test", init="random", generator=torch.Generator().manual_seed(0)).double().eval()
 
 
 @pytest.fixture(scope="module")

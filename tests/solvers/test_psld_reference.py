@@ -17,9 +17,9 @@ LAYER = "input_blocks.8.1.transformer_blocks.0.attn1"
 
 @pytest.fixture(scope="module")
 def prior():
-    from priors.sd import build_tiny_sd_prior
+    from priors.sd import random_sd_prior
 
-    return build_tiny_sd_prior(seed=0, image_size=32)
+    return random_sd_prior(seed=0, image_size=32)
 
 
 def ldm_unet_timesteps(num_steps: int, T: int = 1000) -> tuple[np.ndarray, np.ndarray]:
