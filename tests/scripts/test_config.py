@@ -174,7 +174,7 @@ def test_solver_configs_share_the_base_keys_and_auto_has_the_defaults_keys():
     # keys of every solver it may pick, so solver.zeta=... / solver.eta=... work with it
     base = set(yaml.safe_load((CONF_DIR / "solver" / "_base.yaml").read_text()))
     keys = {name: set(_composed(f"solver={name}").solver) for name in ("auto", "dps", "psld")}
-    assert base == {"name", "num_steps"}
+    assert base == {"name", "num_steps", "reference"}  # reference: every solver's reproduction switch
     assert keys["dps"] == base | {"zeta", "clip_x0"}
     assert keys["psld"] >= base | {"omega", "gamma", "eta", "prompt", "cfg_scale"}
     assert keys["auto"] == keys["dps"] | keys["psld"]
