@@ -89,7 +89,8 @@ class DPS:
             x_t = x_t.detach().requires_grad_(data_term)
             pred = predict(x_t, t)
             x0_hat = self.tweedie(i, x_t, pred.eps_data)  # unguided (paper): the data term's estimate
-            x0_step = self.tweedie(i, x_t, pred.eps_guided)
+            # without guidance at this step eps_guided is eps_data's value (the contract): no second estimate
+            x0_step = self.tweedie(i, x_t, pred.eps_guided) if pred.guided else x0_hat
             var_values = pred.var_values.detach() if pred.var_values is not None else None
             log_var = self.schedule.log_variance(i, x_t, self.prior.variance, var_values)
             x_prev = self.schedule.ddpm_step(i, x0_step.detach(), x_t.detach(), noise, log_var)

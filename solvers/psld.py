@@ -141,7 +141,9 @@ class PSLD:
             pred = predict(z_t, t + self.unet_t_shift)
             eps_data = pred.eps_cond if self.reference else pred.eps_data
             z0_hat = self.schedule.predict_x0(i, z_t, eps_data)  # unguided (paper): the data term's estimate
-            z0_step = self.schedule.predict_x0(i, z_t, pred.eps_guided)
+            # unguided steps: eps_guided equals the data eps unless reference mode takes the conditional one
+            guided = pred.guided or self.reference
+            z0_step = self.schedule.predict_x0(i, z_t, pred.eps_guided) if guided else z0_hat
             z_prev = self.schedule.ddim_step(i, z0_step.detach(), pred.eps_guided.detach(), self.eta, noise)
             if data_term:
                 loss = self.data_loss(z0_hat, y, generators).sum()
