@@ -125,7 +125,7 @@ h1 { font-size: 18px; margin: 0 0 8px; }
 #count { font-size: 13px; color: #555; }
 .row { display: flex; gap: 6px; align-items: flex-start; margin: 8px 0; padding: 6px; background: #fff;
   border: 1px solid #e4e4e4; border-radius: 6px; overflow-x: auto; }
-.head { min-width: 150px; font-size: 12px; }
+.head { flex: 0 0 170px; font-size: 12px; }
 .head b { display: block; font-size: 13px; word-break: break-all; }
 figure { margin: 0; text-align: center; font-size: 11px; width: 140px; }
 figure img { width: 128px; height: auto; border: 1px solid #ccc; background: #eee; }
@@ -180,6 +180,9 @@ function setup() {
     c.addEventListener("change", render);
     l.appendChild(c); l.appendChild(document.createTextNode(" " + m.label)); $("methods").appendChild(l);
   });
+  // default: where PAG helps most (first gain, descending); without PAG pairs, image order
+  const psnr = Math.max(0, DATA.metrics.findIndex(m => m.id === "psnr"));
+  if (DATA.gains.length) $("sort").value = "gain:0:" + psnr; else $("desc").checked = false;
   ["task", "sort", "desc"].forEach(id => $(id).addEventListener("change", render));
   render();
 }
