@@ -83,7 +83,9 @@ class Job:
         return ((self.summary or {}).get("metrics") or {}).get("size")
 
 
-def _read_rows(folder: Path) -> dict[str, dict[str, Any]]:
+def _read_rows(folder: Path, images: int | None) -> dict[str, dict[str, Any]]:
+    """``metrics.csv`` overlaid with ``records/``. A record not in the CSV counts when its image is in the set
+    (index < ``images``; any while unknown): the folder may hold images of an earlier run with a larger limit."""
     rows: dict[str, dict[str, Any]] = {}
     csv_path = folder / "metrics.csv"
     if csv_path.is_file():
@@ -95,9 +97,11 @@ def _read_rows(folder: Path) -> dict[str, dict[str, Any]]:
         for path in sorted(records.glob("*.json")):
             try:
                 record = json.loads(path.read_text())
-                rows[str(record["name"])] = record
-            except (OSError, ValueError, KeyError):
+                name, index = str(record["name"]), record.get("index")
+            except (OSError, ValueError, KeyError, AttributeError):
                 continue  # being written or broken: the runner redoes that image
+            if name in rows or images is None or (index is not None and index < images):
+                rows[name] = record
     parsed = {}
     for name, row in rows.items():
         out: dict[str, Any] = {"name": name, "status": row.get("status")}
@@ -166,7 +170,8 @@ def read_job(folder: str | Path) -> Job | None:
         if identity is None:
             return None
         settings, config = identity
-    return Job(folder, settings, config, _read_rows(folder), summary)
+    images = ((summary or {}).get("counts") or {}).get("images")
+    return Job(folder, settings, config, _read_rows(folder, images), summary)
 
 
 def find_jobs(root: str | Path, exclude: Iterable[Path] = ()) -> list[Job]:

@@ -214,3 +214,18 @@ def test_partial_sweep_marks_running_and_missing_cells(synthetic_sweep):
     assert len(cells) == 5
     # rerunning does not count the report's own folder as a job
     assert len(write_report(synthetic_sweep, out).jobs) == 9
+
+
+def test_records_beyond_the_set_are_ignored(synthetic_sweep):
+    # an earlier run with a larger data.limit left img_9 in a folder; a newer record of img_0 overrides the CSV row
+    folder = synthetic_sweep / "job00" / "out"
+    (folder / "records").mkdir()
+    stray = {"name": "img_9", "index": 9, "status": "done", "psnr": 99.0, "ssim": 1.0, "seconds": 1.0}
+    (folder / "records" / "img_9.json").write_text(json.dumps(stray))
+    newer = {"name": "img_0", "index": 0, "status": "done", "psnr": 30.0, "ssim": 0.5, "seconds": 1.0}
+    (folder / "records" / "img_0.json").write_text(json.dumps(newer))
+    table = build_report(synthetic_sweep).tables[0]
+    cell, stats = cell_of(table, "DPS", "box_inpaint")
+    assert (cell.done, cell.images) == (4, 4)
+    values = [30.0] + [psnr_of("dps", "box_inpaint", i) for i in (1, 2, 3)]
+    assert stats["psnr"].mean == pytest.approx(np.mean(values), abs=1e-12)
