@@ -42,7 +42,9 @@ def metric_vs_pag(table: Table, out: Path) -> list[Path]:
     """One figure per metric: a panel per task, mean +- std against the PAG scale the cell ran with (0: off)."""
     paths = []
     for metric in table.metrics:
-        fig, axes = plt.subplots(1, len(table.tasks), figsize=(3.2 * len(table.tasks), 2.8), squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(table.tasks), figsize=(3.2 * len(table.tasks), 3.0), squeeze=False, layout="constrained"
+        )
         for ax, task in zip(axes[0], table.tasks):
             for name, methods in _series(table).items():
                 points = []
@@ -57,7 +59,8 @@ def metric_vs_pag(table: Table, out: Path) -> list[Path]:
             arrow = {True: " (higher better)", False: " (lower better)"}.get(HIGHER_IS_BETTER.get(metric), "")
             ax.set_title(task, fontsize=9)
             ax.set_xlabel("PAG scale s")
-            ax.set_ylabel(_title(metric) + arrow, fontsize=8)
+            if ax is axes[0][0]:
+                ax.set_ylabel(_title(metric) + arrow, fontsize=8)
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=7)
         fig.suptitle(f"{_title(metric)} vs PAG scale — {table.name}", fontsize=10)
@@ -76,7 +79,9 @@ def tradeoff(table: Table, out: Path) -> tuple[list[Path], list[str]]:
                 f"{table.name}: PSNR vs {_title(other)} plot skipped: no {_title(other)} values (see above why)"
             )
             continue
-        fig, axes = plt.subplots(1, len(table.tasks), figsize=(3.2 * len(table.tasks), 2.8), squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(table.tasks), figsize=(3.2 * len(table.tasks), 3.0), squeeze=False, layout="constrained"
+        )
         for ax, task in zip(axes[0], table.tasks):
             for method in table.methods:
                 stats = table.stats.get((method, task))
@@ -84,7 +89,8 @@ def tradeoff(table: Table, out: Path) -> tuple[list[Path], list[str]]:
                     ax.scatter(stats[other].mean, stats["psnr"].mean, label=table.labels[method])
             ax.set_title(task, fontsize=9)
             ax.set_xlabel(f"{_title(other)} (lower better)")
-            ax.set_ylabel("PSNR dB (higher better)", fontsize=8)
+            if ax is axes[0][0]:
+                ax.set_ylabel("PSNR dB (higher better)", fontsize=8)
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=7)
         fig.suptitle(f"PSNR vs {_title(other)} — {table.name}", fontsize=10)
@@ -94,7 +100,7 @@ def tradeoff(table: Table, out: Path) -> tuple[list[Path], list[str]]:
 
 def seconds_per_image(table: Table, out: Path) -> list[Path]:
     """Grouped bars: mean seconds per image for every method, one bar per task."""
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(table.methods) + 2), 3.0))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(table.methods) + 2), 3.0), layout="constrained")
     width = 0.8 / max(len(table.tasks), 1)
     for i, task in enumerate(table.tasks):
         xs, ys, es = [], [], []
