@@ -18,8 +18,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from runner.report import write_report
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.root.is_dir():
         print(f"error: {args.root} is not a folder", file=sys.stderr)
         return 2
+    from runner.report import write_report  # after the argument checks: torch and matplotlib take seconds to import
+
     out = args.out or args.root / "report"
     report = write_report(
         args.root, out, gallery_images=args.gallery_images, gallery_size=args.gallery_size, fid_weights=args.fid_weights

@@ -45,6 +45,11 @@ def test_sharded_multirun_writes_the_merged_report(script, tiny_overrides, launc
     ):
         assert (report / path).is_file(), path
     assert len(list((report / "gallery" / "img").rglob("*.png"))) == 2 * 3  # label, input, recon per image
+    if launcher == "basic":  # the script writes the same tables as the callback
+        again = script("report.py", str(root), "--out", str(root / "again"))
+        assert again.returncode == 0, again.stderr[-3000:]
+        for name in ("demo_tiny_adm.md", "demo_tiny_adm.csv", "demo_tiny_adm.tex"):
+            assert (root / "again" / "tables" / name).read_text() == (report / "tables" / name).read_text()
 
     # a job still running (no summary.json yet) is read from its .hydra/config.yaml: same cell as when finished
     folder = Path(cell["folders"][0])
@@ -54,3 +59,11 @@ def test_sharded_multirun_writes_the_merged_report(script, tiny_overrides, launc
     assert running.summary is None and finished.summary is not None
     assert merge_cells([running])[0].method == merge_cells([finished])[0].method
     assert running.rows.keys() == finished.rows.keys()
+
+
+def test_report_script(script, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = script("report.py", str(empty))
+    assert result.returncode == 2 and "no jobs under" in result.stderr
+    assert script("report.py", str(tmp_path / "missing")).returncode == 2
