@@ -125,13 +125,17 @@ def summary_set_metric(cell: Cell, metric: str, recompute: Callable[[Cell], Stat
     return Stat(reason=f"{metric.upper()} per shard cannot be merged; recompute it over the merged set")
 
 
-def method_label(method: tuple, varying: Sequence[str]) -> str:
-    """``DPS``, ``DPS + PAG (s=2)``, ``PSLD + PAG (table)`` plus the settings that vary between rows."""
+def method_label(method: tuple, varying: Sequence[str], table_scales: Sequence[float] = ()) -> str:
+    """``DPS``, ``DPS + PAG (s=2)``, ``PSLD + PAG (table s=1)`` (the step-size table's scale, when it is the same for
+    every task of the row; else ``table s``) plus the settings that vary between rows."""
     items = dict(method)
     label = str(items["solver"]).upper()
     pag = items["pag"]
-    if pag != "off":
-        label += " + PAG (" + ("table s" if pag == "table" else f"s={float(pag):g}") + ")"
+    if pag == "table":
+        scales = sorted(set(table_scales))
+        label += " + PAG (table s" + (f"={scales[0]:g}" if len(scales) == 1 else "") + ")"
+    elif pag != "off":
+        label += f" + PAG (s={float(pag):g})"
     extras = [f"{k}={items[k]}" for k in varying if k in items and k not in ("solver", "pag")]
     return label + (f" [{', '.join(extras)}]" if extras else "")
 
@@ -153,7 +157,7 @@ def build_tables(cells: Sequence[Cell], set_metric: Callable[[Cell, str], Stat] 
         keys = {k for m in methods for k, _ in m}
         # a setting labels the rows when methods that have it differ in it (PAG-only keys do not split PAG off)
         varying = sorted(k for k in keys if len({dict(m)[k] for m in methods if k in dict(m)}) > 1)
-        labels = {m: method_label(m, varying) for m in methods}
+        labels = {m: method_label(m, varying, [c.pag_scale for c in group if c.method == m]) for m in methods}
         set_names = {name for c in group for j in c.jobs for name in j.set_metrics}
         candidates = ordered(set(per_image_metrics(group)) | set_names)
         stats = {(c.method, c.task): cell_stats(c, candidates, set_metric) for c in group}

@@ -229,3 +229,12 @@ def test_records_beyond_the_set_are_ignored(synthetic_sweep):
     assert (cell.done, cell.images) == (4, 4)
     values = [30.0] + [psnr_of("dps", "box_inpaint", i) for i in (1, 2, 3)]
     assert stats["psnr"].mean == pytest.approx(np.mean(values), abs=1e-12)
+
+
+def test_labels_of_table_driven_pag():
+    from runner.report.tables import method_label
+
+    method = (("pag", "table"), ("seed", 1), ("solver", "psld"))
+    assert method_label(method, [], [1.0, 1.0]) == "PSLD + PAG (table s=1)"
+    assert method_label(method, ["seed"], [1.0, 3.0]) == "PSLD + PAG (table s) [seed=1]"
+    assert method_label((("pag", "off"), ("solver", "dps")), []) == "DPS"
