@@ -25,21 +25,8 @@ log = logging.getLogger(__name__)
 
 #: per-image columns that are not metrics
 NON_METRIC_COLUMNS = frozenset({"name", "index", "status", "lpips_note", "seconds", "error", "source"})
-#: config keys that say which images run, where, or how fast: not what a result is
+#: data config keys that choose which images run, not what their results are (shards of one experiment differ in them)
 SELECTION_KEYS = ("shard", "num_shards", "limit")
-RUNTIME_KEYS = (
-    "device",
-    "batch_size",
-    "progress_every",
-    "show_progress",
-    "max_images",
-    "retry_failed",
-    "save",
-    "results_root",
-    "out_dir",
-    "name",
-    "hydra",
-)
 #: status preference when one image has rows in several folders
 _STATUS_RANK = {"done": 3, "failed": 2, "skipped": 1}
 

@@ -40,6 +40,22 @@ def _round(value: Any) -> Any:
     return round(value, 5) if isinstance(value, float) else value
 
 
+def _without_pag(method: tuple) -> dict[str, Any]:
+    return {k: v for k, v in method if not k.startswith("pag")}
+
+
+def pag_pairs(table: Table) -> list[tuple[tuple, tuple]]:
+    """(PAG method, the same settings without PAG) for every PAG method of the table that has such a baseline."""
+    plain = [m for m in table.methods if dict(m)["pag"] == "off"]
+    return [
+        (method, base)
+        for method in table.methods
+        if dict(method)["pag"] != "off"
+        for base in plain
+        if _without_pag(base) == _without_pag(method)
+    ]
+
+
 def gallery_data(tables: list[Table], out: Path, max_images: int = 50, max_size: int = 256) -> dict[str, Any]:
     """Copy the images and return what the page shows (paths relative to ``out``)."""
     methods, gains, items = [], [], []
@@ -50,15 +66,8 @@ def gallery_data(tables: list[Table], out: Path, max_images: int = 50, max_size:
             methods.append({"id": ids[method], "label": table.labels[method], "table": table.name})
         per_image = per_image_metrics(list(table.cells.values()))
         metrics += [m for m in table.metrics if m in per_image and m not in metrics]
-        for method in table.methods:  # PAG's gain: each PAG method over the same settings without PAG
-            items_ = dict(method)
-            if items_["pag"] == "off":
-                continue
-            plain = {k: v for k, v in items_.items() if not k.startswith("pag")}
-            for base in table.methods:
-                b = dict(base)
-                if b["pag"] == "off" and {k: v for k, v in b.items() if not k.startswith("pag")} == plain:
-                    gains.append({"method": ids[method], "baseline": ids[base], "label": table.labels[method]})
+        for method, base in pag_pairs(table):
+            gains.append({"method": ids[method], "baseline": ids[base], "label": table.labels[method]})
         for task in table.tasks:
             names: dict[str, int | None] = {}
             for method in table.methods:
@@ -101,6 +110,7 @@ def gallery_data(tables: list[Table], out: Path, max_images: int = 50, max_size:
 
 def write_gallery(tables: list[Table], out: Path, max_images: int = 50, max_size: int = 256, title: str = "") -> Path:
     """``out/index.html`` and ``out/img/``; returns the page's path."""
+    shutil.rmtree(out / "img", ignore_errors=True)  # no stale images of an earlier report
     out.mkdir(parents=True, exist_ok=True)
     data = gallery_data(tables, out, max_images, max_size)
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
