@@ -6,6 +6,7 @@ without PAG as a picture. Writes a markdown table, a JSON file and PNGs.
     python scripts/tiny_prior_report.py --prior tiny_adm --scales 1,2,4 --out docs/results/tiny_adm
     python scripts/tiny_prior_report.py --prior tiny_sd  --scales 1,2,4 --out docs/results/tiny_sd
     python scripts/tiny_prior_report.py --prior tiny_adm --split train --start 500000 ...   # tuning images
+    python scripts/tiny_prior_report.py --prior tiny_adm --scales 1 --intervals 0:500 ...   # + PAG for t in [0, 500]
 
 Everything runs through the same code as ``scripts/restore.py`` (configs, step-size table, operators, per-image
 seed streams), with all images of a task in one batch (results do not depend on the batch: one generator per image).
@@ -64,6 +65,11 @@ def task_overrides(args, task: str) -> list[str]:
     ]
 
 
+def parse_intervals(text: str) -> list[tuple[float, float]]:
+    """``"0:500,500:999"`` -> [(0, 500), (500, 999)]."""
+    return [tuple(float(v) for v in part.split(":")) for part in text.split(",") if part]
+
+
 def evaluate_task(args, task: str, prior, scales: list[float]) -> dict:
     base = task_overrides(args, task)
     cfg = runner.compose(*base)
@@ -76,12 +82,19 @@ def evaluate_task(args, task: str, prior, scales: list[float]) -> dict:
     y = operator.measure(x, streams.noise)
     rows = {"naive": scores(naive_inverse(operator, y, size), x)}
     images = {"label": x, "naive": naive_inverse(operator, y, size)}
-    for scale in [0.0, *scales]:
-        settings = runner.resolve_settings(runner.compose(*base, *([f"pag.scale={scale}"] if scale > 0 else [])))
+    intervals = parse_intervals(args.intervals)
+    runs = [(0.0, None)] + [(s, None) for s in scales] + [(s, i) for s in scales for i in intervals]
+    for scale, interval in runs:
+        pag = [f"pag.scale={scale}"] if scale > 0 else []
+        if interval is not None:
+            pag.append(f"pag.interval=[{interval[0]:g},{interval[1]:g}]")
+        settings = runner.resolve_settings(runner.compose(*base, *pag))
         solver = runner.build_solver(settings, cfg.solver, prior, operator, progress=args.progress)
         start = time.time()
         x_hat = solver.restore(y, image_streams(args.seed, indices).sampler)
         label = "no PAG" if scale == 0 else f"PAG s={scale:g}"
+        if interval is not None:
+            label += f" t in [{interval[0]:g}, {interval[1]:g}]"
         rows[label] = scores(x_hat, x) | {"seconds": time.time() - start, "settings": settings.describe()}
         images[label] = x_hat
         print(f"  {task:16s} {label:10s} PSNR {mean_std(rows[label]['psnr'])[0]:.2f}  ({time.time() - start:.0f} s)")
@@ -106,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prior", default="tiny_adm", choices=["tiny_adm", "tiny_sd"])
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--scales", default="1,2,4", help="PAG scales besides 0")
+    parser.add_argument("--intervals", default="", help="PAG intervals t_lo:t_hi,... (rows for each scale)")
     parser.add_argument("--n", type=int, default=16, help="images per task")
     parser.add_argument("--split", default="test")
     parser.add_argument("--start", type=int, default=0)

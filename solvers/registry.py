@@ -118,13 +118,21 @@ DAPS_OPTIONS = (
 
 #: name -> spec. The first solver declared for a space is that space's default (``solver=auto``, ``sample``).
 SOLVERS: Mapping[str, SolverSpec] = {
-    "dps": SolverSpec(cls=DPS, space="pixel", params=("zeta",), table="dps", options=("clip_x0",)),
+    "dps": SolverSpec(cls=DPS, space="pixel", params=("zeta",), table="dps", options=("clip_x0", "reference")),
     "psld": SolverSpec(
         cls=PSLD,
         space="latent",
         params=("omega", "gamma"),
         table="psld",
-        options=("eta", "prompt", "cfg_scale", "noisy_measurement_loss", "stochastic_encoder", "empty_prompt_cfg"),
+        options=(
+            "eta",
+            "prompt",
+            "cfg_scale",
+            "noisy_measurement_loss",
+            "stochastic_encoder",
+            "empty_prompt_cfg",
+            "reference",
+        ),
     ),
     "daps": SolverSpec(
         cls=DAPS,
