@@ -8,7 +8,7 @@ A metric whose weights are missing is reported as unavailable with the reason (`
 """
 
 from .fid import INCEPTION, feature_statistics, fid_from_features, frechet_distance, inception_features, load_inception
-from .folder import evaluate_folder, run_size
+from .folder import evaluate_folder, run_recon, run_size
 from .lpips import BACKBONES, build_lpips, load_backbone_, load_lpips, lpips_distance
 from .pixel import psnr, ssim
 from .result import MetricResult, MetricUnavailable
@@ -39,6 +39,7 @@ __all__ = [
     "paired_pngs",
     "prepare",
     "psnr",
+    "run_recon",
     "run_size",
     "ssim",
 ]

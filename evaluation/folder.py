@@ -14,15 +14,24 @@ from .result import MetricResult
 from .scoring import ImageScorer, describe, fid_between_files, paired_pngs
 
 
-def run_size(task_dir: Path) -> int | None:
-    """The evaluation size a run recorded in its ``summary.json`` (``metrics.size``), else None."""
+def _run_metric(task_dir: Path, key: str) -> Any:
     summary = task_dir / "summary.json"
     if not summary.is_file():
         return None
     try:
-        return json.loads(summary.read_text()).get("metrics", {}).get("size")
+        return json.loads(summary.read_text()).get("metrics", {}).get(key)
     except (ValueError, AttributeError):
         return None
+
+
+def run_size(task_dir: Path) -> int | None:
+    """The evaluation size a run recorded in its ``summary.json`` (``metrics.size``), else None."""
+    return _run_metric(task_dir, "size")
+
+
+def run_recon(task_dir: Path) -> str:
+    """Which restoration a run scored (``metrics.recon`` in its ``summary.json``): ``raw`` or ``pasted``."""
+    return _run_metric(task_dir, "recon") or "raw"
 
 
 def evaluate_folder(
@@ -36,12 +45,15 @@ def evaluate_folder(
     fid_weights: str | None = None,
     fid_dims: int = 2048,
     device: str = "cpu",
+    recon: str = "raw",
 ) -> dict[str, Any]:
-    """Per-image PSNR/SSIM/LPIPS of ``recon/`` vs ``label/`` and the set's FID: ``{"rows", "summary"}``."""
+    """Per-image PSNR/SSIM/LPIPS of ``recon/`` (``recon="pasted"``: ``pasted/``) vs ``label/`` and the set's FID:
+    ``{"rows", "summary"}``."""
     task_dir = Path(task_dir)
-    pairs = paired_pngs(task_dir / "recon", task_dir / "label")
+    kind = "pasted" if recon == "pasted" else "recon"
+    pairs = paired_pngs(task_dir / kind, task_dir / "label")
     if not pairs:
-        raise FileNotFoundError(f"no recon/<name>.png with a label/<name>.png under {task_dir}")
+        raise FileNotFoundError(f"no {kind}/<name>.png with a label/<name>.png under {task_dir}")
     scorer = ImageScorer(
         size,
         lpips=lpips,
@@ -70,6 +82,7 @@ def evaluate_folder(
         "folder": str(task_dir),
         "count": len(rows),
         "size": size,
+        "recon": recon,
         "psnr": describe([r["psnr"] for r in rows]),
         "ssim": describe([r["ssim"] for r in rows]),
         "lpips": describe([r["lpips"] for r in rows])

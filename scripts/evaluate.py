@@ -7,8 +7,8 @@
 
 Writes ``evaluation.csv`` (one row per image) and ``evaluation.json`` (statistics, FID) into the folder (or
 ``--out``); the run's own ``metrics.csv`` is left as it is. Images are scored exactly as at run time, at the
-evaluation size the run recorded in summary.json (``--size`` overrides). Weights are never downloaded: a metric
-without weights is reported as unavailable, with the reason.
+evaluation size the run recorded in summary.json (``--size`` overrides). Weights are never downloaded here (a run,
+or ``scripts/fetch_weights.py``, fetches them): a metric without weights is reported as unavailable, with the reason.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from evaluation import evaluate_folder, run_size
+from evaluation import evaluate_folder, run_recon, run_size
 from imaging import write_json, write_text
 
 COLUMNS = ("name", "psnr", "ssim", "lpips", "lpips_note")
@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="a task folder holding recon/ and label/")
     parser.add_argument("--size", type=int, default=None, help="evaluation size (default: the run's metrics.size)")
+    parser.add_argument(
+        "--recon", default=None, choices=["raw", "pasted"], help="score recon/ or pasted/ (default: as the run did)"
+    )
     parser.add_argument("--lpips-net", default="alex", choices=["alex", "vgg"])
     parser.add_argument("--lpips-weights", default=None, help="torchvision backbone file (default: TORCH_HOME cache)")
     parser.add_argument("--no-lpips", action="store_true")
@@ -59,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             fid_weights=args.fid_weights,
             fid_dims=args.fid_dims,
             device=args.device,
+            recon=args.recon or run_recon(args.folder),
         )
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ without PAG as a picture. Writes a markdown table, a JSON file and PNGs.
     python scripts/tiny_prior_report.py --prior tiny_sd  --scales 1,2,4 --out docs/results/tiny_sd
     python scripts/tiny_prior_report.py --prior tiny_adm --split train --start 500000 ...   # tuning images
     python scripts/tiny_prior_report.py --solvers dps,diffpir --x0-from unguided,guided ...  # solvers side by side
+    python scripts/tiny_prior_report.py --prior tiny_adm --scales 1 --intervals 0:500 ...   # + PAG for t in [0, 500]
 
 Everything runs through the same code as ``scripts/restore.py`` (configs, step-size table, operators, per-image
 seed streams), with all images of a task in one batch (results do not depend on the batch: one generator per image).
@@ -90,8 +91,14 @@ class PassCounter:
         self.forward = self.backward = 0
 
 
+def parse_intervals(text: str) -> list[tuple[float, float]]:
+    """``"0:500,500:999"`` -> [(0, 500), (500, 999)]."""
+    return [tuple(float(v) for v in part.split(":")) for part in text.split(",") if part]
+
+
 def variants(args, scales: list[float]) -> list[tuple[str, list[str]]]:
-    """(row label, extra overrides) for every solver x (no PAG, PAG at each scale x each x0_from)."""
+    """(row label, extra overrides) for every solver x (no PAG, PAG at each scale x each x0_from, PAG at each scale
+    limited to each of ``--intervals``)."""
     solvers = solver_names(args) or [None]
     x0_choices = [c for c in args.x0_from.split(",") if c] or ["unguided"]
     out = []
@@ -104,6 +111,10 @@ def variants(args, scales: list[float]) -> list[tuple[str, list[str]]]:
                 tail = f" (x0 {x0_from})" if len(x0_choices) > 1 else ""
                 extra = [f"pag.scale={scale}", f"pag.x0_from={x0_from}"]
                 out.append((f"{prefix}PAG s={scale:g}{tail}", head + extra))
+        for scale in scales:
+            for low, high in parse_intervals(getattr(args, "intervals", "")):
+                extra = [f"pag.scale={scale}", f"pag.interval=[{low:g},{high:g}]"]
+                out.append((f"{prefix}PAG s={scale:g} t in [{low:g}, {high:g}]", head + extra))
     return out
 
 
@@ -180,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prior", default="tiny_adm", choices=["tiny_adm", "tiny_sd"])
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--scales", default="1,2,4", help="PAG scales besides 0")
+    parser.add_argument("--intervals", default="", help="PAG intervals t_lo:t_hi,... (rows for each scale)")
     parser.add_argument("--n", type=int, default=16, help="images per task")
     parser.add_argument("--split", default="test")
     parser.add_argument("--start", type=int, default=0)

@@ -1,10 +1,11 @@
 """Posterior samplers over diffusion priors, with Perturbed-Attention Guidance, declared in one registry.
 
 ``SOLVERS`` maps a solver's name to its ``SolverSpec`` (class, prior space, step-size names, step-table section):
-DPS and DiffPIR (pixel priors), PSLD (latent priors).
+DPS, DiffPIR and DAPS (pixel priors), PSLD and LatentDAPS (latent priors).
 """
 
 from .common import DivergenceError, StepInfo
+from .daps import DAPS, LatentDAPS
 from .diffpir import DiffPIR
 from .dps import DPS
 from .guidance import PAG, NoisePrediction, NoisePredictor
@@ -14,6 +15,7 @@ from .registry import SOLVERS, Solver, SolverSpec, default_solver, prior_space, 
 from .sample import sample
 
 __all__ = [
+    "DAPS",
     "DPS",
     "PAG",
     "PSLD",
@@ -21,6 +23,7 @@ __all__ = [
     "DataProximal",
     "DiffPIR",
     "DivergenceError",
+    "LatentDAPS",
     "NoisePrediction",
     "NoisePredictor",
     "Solver",
