@@ -151,10 +151,10 @@ class DiffPIR:
         the guided prediction moves the step after it (see the module docstring)."""
         t = int(self.schedule.timesteps[i])
         pred = predict(x_t, t)
-        x0_hat = self.tweedie(i, x_t, pred.eps)  # the data step's anchor: unguided unless pag.x0_from="guided"
+        x0_hat = self.tweedie(i, x_t, pred.eps_data)  # the data step's anchor: unguided unless pag.x0_from="guided"
         x0_data = self.prox(y, x0_hat, self.rho(i))
         x0_step = x0_data
-        if pred.eps_guided is not pred.eps:  # PAG moves the sampler's step, not the data step's anchor
+        if pred.guided:  # PAG moves the sampler's step after the data step (a shift of 0 for the guided anchor)
             x0_step = x0_data + (self.tweedie(i, x_t, pred.eps_guided) - x0_hat)
         abar_prev = float(self.schedule.alphas_cumprod_prev[i])
         if i == len(self.schedule) - 1:
