@@ -5,7 +5,7 @@
     summary = runner.run(cfg)
 
 ``scripts/restore.py`` is the same thing behind ``@hydra.main``. Importing this package registers the OmegaConf
-resolvers the configs use (``auto_solver``, ``pag_tag``, ``path_stem``).
+resolvers the configs use (``auto_solver``, ``pag_tag``, ``path_stem`` and the folder-name parts).
 """
 
 from .build import build_operator, build_prior, build_solver, prior_image_size, resolve_path, select_device
@@ -20,10 +20,12 @@ from .config import (
     resolve_settings,
 )
 from .data import DataSet, Sample, build_dataset
-from .errors import SetupError
-from .run import Experiment, experiment_identity, one_line, run, summarize
+from .errors import Interrupted, SetupError
+from .identity import experiment_identity, short_hash, task_as_run
+from .run import Experiment, Plan, dry_run, one_line, plan, run, summarize, task_dir
 from .seeds import ImageStreams, image_streams, stream_seed
 from .store import CSV_COLUMNS, TaskFolder, read_metrics_csv
+from .validate import validate
 
 __all__ = [
     "CONF_DIR",
@@ -32,6 +34,8 @@ __all__ = [
     "DataSet",
     "Experiment",
     "ImageStreams",
+    "Interrupted",
+    "Plan",
     "Sample",
     "Settings",
     "SetupError",
@@ -42,10 +46,12 @@ __all__ = [
     "build_solver",
     "check_compatible",
     "compose",
+    "dry_run",
     "experiment_identity",
     "image_streams",
     "one_line",
     "operator_params",
+    "plan",
     "prior_image_size",
     "read_metrics_csv",
     "register_resolvers",
@@ -53,6 +59,10 @@ __all__ = [
     "resolve_settings",
     "run",
     "select_device",
+    "short_hash",
     "stream_seed",
     "summarize",
+    "task_as_run",
+    "task_dir",
+    "validate",
 ]

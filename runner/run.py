@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 from tqdm.auto import tqdm
 
 from evaluation import ImageScorer, MetricResult, describe, fid_between_files
@@ -26,34 +27,15 @@ from .build import (
     select_device,
     select_dtype,
 )
-from .config import Settings, resolve_settings
+from .config import Settings, operator_params, resolve_settings
 from .data import DataSet, Sample, build_dataset
-from .errors import SetupError
+from .errors import Interrupted, SetupError
+from .identity import experiment_identity, task_as_run, task_folder
 from .seeds import image_streams
 from .store import TaskFolder
+from .validate import validate
 
 log = logging.getLogger("runner")
-
-#: keys of the data config that choose *which* images run, not what their results are
-_DATA_SELECTION_KEYS = ("limit", "shard", "num_shards")
-
-
-def experiment_identity(cfg: DictConfig, settings: Settings, size: int) -> dict[str, Any]:
-    """The settings that determine each image's result (not which images run, nor where or how fast)."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    solver = {k: v for k, v in c["solver"].items() if k not in ("zeta", "omega", "gamma")}
-    effective = {k: v for k, v in settings.to_dict().items() if k != "sources"}
-    return {
-        "task": c["task"],
-        "prior": {k: v for k, v in c["prior"].items() if k not in ("title", "download")},
-        "solver": solver,
-        "settings": effective,
-        "data": {k: v for k, v in c["data"].items() if k not in _DATA_SELECTION_KEYS},
-        "seed": c["seed"],
-        "dtype": c["dtype"],
-        "image_size": size,
-        "metrics": {"size": c["metrics"]["size"], "lpips_net": c["metrics"]["lpips"]["net"]},
-    }
 
 
 @dataclass
@@ -67,20 +49,69 @@ class Restored:
     frames: list[torch.Tensor]
 
 
+def task_dir(cfg: DictConfig) -> Path:
+    """``<out_dir>/<task folder>``: where the run of ``cfg`` writes (see ``runner.identity``)."""
+    return Path(str(cfg.out_dir)) / task_folder(_root_=cfg)
+
+
+def domain_note(cfg: DictConfig, settings: Settings, data: DataSet, size: int) -> str | None:
+    """A warning when the prior's step-size row (its training domain) is not what the data are, with the sizes."""
+    if settings.sources.get("dataset") == "data.dataset" or str(cfg.data.dataset) == settings.dataset:
+        return None
+    sizes = ""
+    if data.samples and str(cfg.data.kind) == "folder":
+        try:
+            with Image.open(data.samples[0].source) as image:
+                sizes = f"{image.width}x{image.height} px (the first one) "
+        except OSError:
+            pass
+    return (
+        f"data={cfg.data.name} holds {cfg.data.dataset} images; they are resized from {sizes}to {size} px for "
+        f"prior={cfg.prior.name}, trained on {settings.dataset}, and restored with the steps.{settings.solver}."
+        f"{settings.dataset} row ({settings.sources['dataset']}; steps.row=... chooses another)"
+    )
+
+
+@dataclass
+class Plan:
+    """What a run would do, worked out without loading the prior or writing anything."""
+
+    settings: Settings
+    device: torch.device
+    dtype: torch.dtype
+    size: int
+    data: DataSet
+    folder: TaskFolder
+    note: str | None
+
+
+def plan(cfg: DictConfig) -> Plan:
+    """Validate every setting, resolve the step sizes, list the data; ``SetupError`` for anything wrong."""
+    validate(cfg)
+    settings = resolve_settings(cfg)
+    device, dtype = select_device(str(cfg.device)), select_dtype(str(cfg.dtype))
+    size = int(cfg.prior.image_size)
+    check_operator(cfg.task, size, device, dtype)
+    data = build_dataset(cfg.data, size)
+    if data.total == 0:
+        reasons = "; ".join(f"{s.name}: {s.reason}" for s in data.skipped[:3])
+        raise SetupError(
+            f"data.path={cfg.data.get('path')}: no usable image ({len(data.skipped)} files skipped"
+            + (f": {reasons}" if reasons else "")
+            + "); give a folder holding PNG/JPEG images"
+        )
+    return Plan(settings, device, dtype, size, data, TaskFolder(task_dir(cfg)), domain_note(cfg, settings, data, size))
+
+
 class Experiment:
     """Everything one run needs, built and checked at start-up (``SetupError`` for anything wrong)."""
 
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: DictConfig, checked: Plan | None = None):
         self.cfg = cfg
-        self.settings = resolve_settings(cfg)
-        self.device, self.dtype = select_device(str(cfg.device)), select_dtype(str(cfg.dtype))
-        if int(cfg.batch_size) < 1:
-            raise SetupError(f"batch_size must be >= 1, got {cfg.batch_size}")
-        if int(cfg.progress_every) < 0:
-            raise SetupError(f"progress_every must be >= 0 (0: no progress images), got {cfg.progress_every}")
-        size = int(cfg.prior.image_size)
-        check_operator(cfg.task, size, self.device, self.dtype)
-        self.data: DataSet = build_dataset(cfg.data, size)
+        checked = checked or plan(cfg)
+        self.settings, self.device, self.dtype = checked.settings, checked.device, checked.dtype
+        self.data: DataSet = checked.data
+        size = checked.size
         self.prior = build_prior(cfg.prior, self.device, self.dtype)
         self.size = prior_image_size(self.prior)
         if self.size != size:
@@ -89,7 +120,7 @@ class Experiment:
                 f"set prior.image_size={self.size}"
             )
         check_pag_layers(self.prior, self.settings)
-        self.folder = TaskFolder(Path(str(cfg.out_dir)) / str(cfg.task.name))
+        self.folder, self.note = checked.folder, checked.note
         self.folder.claim(experiment_identity(cfg, self.settings, self.size))
         metrics = cfg.metrics
         self.metrics_size = None if metrics.size is None else int(metrics.size)
@@ -205,6 +236,7 @@ def summarize(exp: Experiment, records: dict[str, dict[str, Any]], fid: MetricRe
         lpips["unavailable"] = notes[0].removeprefix("unavailable: ") if notes else "not computed"
     config = OmegaConf.to_container(exp.cfg, resolve=True)
     config.pop("hydra", None)
+    config["task"] = task_as_run(exp.cfg.task, exp.size)  # the operator settings that ran, at the working size
     return {
         "task": str(exp.cfg.task.name),
         "folder": str(exp.folder.root),
@@ -273,14 +305,94 @@ def one_line(summary: dict[str, Any]) -> str:
     )
 
 
+def dry_run(cfg: DictConfig) -> str:
+    """The resolved settings of ``cfg``, each with where it came from, and the folder: nothing is loaded or written."""
+    p = plan(cfg)
+    st, src = p.settings, p.settings.sources
+    lines = [f"dry run of {cfg.task.name} (nothing loaded or written):"]
+
+    def line(key: str, value: Any, source: str) -> None:
+        lines.append(f"  {key:<22} {value!s:<40} <- {source}")
+
+    line("step-size row", st.dataset, src["dataset"])
+    line("solver", st.solver, "solver.name")
+    for key, value in st.step_sizes.items():
+        line(f"solver.{key}", f"{value:g}", src[key])
+    line("solver.num_steps", st.num_steps, src["num_steps"])
+    if st.pag is None:
+        line("pag", "off", "pag.enabled=false and pag.scale unset or 0")
+    else:
+        line("pag.scale", f"{st.pag.scale:g}", src["pag.scale"])
+        line("pag.layers", ",".join(st.pag.layers), src["pag.layers"])
+    line(f"task params at {p.size} px", operator_params(cfg.task, p.size), f"conf/task/{cfg.task.name}.yaml")
+    line("seed", cfg.seed, "seed")
+    line("device / dtype", f"{p.device} / {cfg.dtype}", "device, dtype")
+    line("batch_size / threads", f"{cfg.batch_size} / {cfg.threads}", "batch_size, threads")
+    skipped = f" ({len(p.data.skipped)} files skipped)" if p.data.skipped else ""
+    lines.append(f"  data: {p.data.description}{skipped}")
+    finished = sum(1 for r in p.folder.read_records().values() if r["status"] in ("done", "failed"))
+    state = f"resumes: {finished} images have results" if finished else "new"
+    lines.append(f"  folder: {p.folder.root} ({state})")
+    if p.note:
+        lines.append(f"  warning: {p.note}")
+    return "\n".join(lines)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run the experiment of ``cfg`` (composed from ``conf/``); returns the summary (also in summary.json)."""
-    exp = Experiment(cfg)
-    folder, data = exp.folder, exp.data
+    """Run the experiment of ``cfg`` (composed from ``conf/``); returns the summary (also in summary.json).
+
+    ``dry_run=true``: log what would run (``dry_run``) and return ``{}``. Ctrl-C raises ``Interrupted`` saying
+    what finished. ``threads`` sets torch's CPU threads for the run (restored afterwards)."""
+    if bool(OmegaConf.select(cfg, "dry_run", default=False)):
+        report = dry_run(cfg)
+        print(report, flush=True)
+        return {}
+    checked = plan(cfg)
+    threads = torch.get_num_threads()
+    if cfg.get("threads") is not None:
+        torch.set_num_threads(int(cfg.threads))
+    try:
+        exp = Experiment(cfg, checked)
+        return _run(exp)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _hydra_files(folder: TaskFolder, cfg: DictConfig) -> logging.Handler | None:
+    """Under ``@hydra.main``: the composed config in ``.hydra/`` and a log file, written once the run is known to
+    be valid (``hydra.output_subdir`` is null and Hydra's job logging console-only, so a failed start writes
+    nothing). Returns the log handler to remove at the end."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    folder.root.mkdir(parents=True, exist_ok=True)
+    (folder.root / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(cfg, folder.root / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), folder.root / ".hydra" / "overrides.yaml")
+    handler = logging.FileHandler(folder.root / f"{hydra_cfg.job.name}.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def _run(exp: Experiment) -> dict[str, Any]:
+    handler = _hydra_files(exp.folder, exp.cfg)
+    try:
+        return _run_logged(exp)
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def _run_logged(exp: Experiment) -> dict[str, Any]:
+    cfg, folder, data = exp.cfg, exp.folder, exp.data
     log.info("%s", exp.settings.describe())
     log.info("data: %s; output: %s", data.description, folder.root)
-    if exp.scorer is not None and exp.scorer.lpips_model is None:
-        log.warning("LPIPS unavailable: %s", exp.scorer.lpips_reason)
+    if exp.note:
+        log.warning("%s", exp.note)
 
     records = folder.read_records()
     listing_skips = {s.name: s.reason for s in data.skipped}
@@ -300,6 +412,28 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if finished_before:
         log.info("resuming: %d of this shard's %d images already have results", finished_before, len(data.samples))
 
+    try:
+        _restore_pending(exp, pending, records)
+    except KeyboardInterrupt:
+        finished = sum(1 for r in _in_set(folder.read_records(), data).values() if r["status"] in ("done", "failed"))
+        folder.write_metrics_csv(_in_set(folder.read_records(), data).values())
+        raise Interrupted(finished, data.total, folder.root) from None
+
+    records = _in_set(folder.read_records(), data)  # other shards' results too
+    folder.write_metrics_csv(records.values())
+    summary = summarize(exp, records, compute_fid(exp, records))
+    folder.write_summary(summary)
+    log.info("%s", one_line(summary))
+    if summary["metrics"]["lpips"].get("unavailable"):
+        log.info("LPIPS unavailable: %s", summary["metrics"]["lpips"]["unavailable"])
+    if summary["metrics"]["fid"].get("value") is None:
+        log.info("FID unavailable: %s", summary["metrics"]["fid"]["unavailable"])
+    return summary
+
+
+def _restore_pending(exp: Experiment, pending: list[Sample], records: dict[str, dict[str, Any]]) -> None:
+    """Restore, save and record ``pending`` batch by batch (``records`` is updated)."""
+    cfg, folder, data = exp.cfg, exp.folder, exp.data
     batch_size = int(cfg.batch_size)
     bar = tqdm(total=len(pending), desc=str(cfg.task.name), unit="img", disable=not cfg.show_progress)
     for start in range(0, len(pending), batch_size):
@@ -340,12 +474,3 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 bar.update(1)
         folder.write_metrics_csv(_in_set(records, data).values())
     bar.close()
-
-    records = _in_set(folder.read_records(), data)  # other shards' results too
-    folder.write_metrics_csv(records.values())
-    summary = summarize(exp, records, compute_fid(exp, records))
-    folder.write_summary(summary)
-    log.info("%s", one_line(summary))
-    if summary["metrics"]["fid"].get("value") is None:
-        log.info("FID unavailable: %s", summary["metrics"]["fid"]["unavailable"])
-    return summary

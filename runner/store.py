@@ -80,10 +80,11 @@ class TaskFolder:
         """Record ``experiment`` (the result-determining settings) or check it against the folder's.
 
         A folder holding results of different settings is refused, listing the differences, so that a rerun
-        never mixes two experiments in one table.
+        never mixes two experiments in one table. A folder with no finished image (an aborted start) is taken over.
         """
         path = self.experiment_json
-        if path.is_file():
+        finished = any(r["status"] in ("done", "failed") for r in self.read_records().values())
+        if path.is_file() and finished:
             stored = json.loads(path.read_text())
             old, new = _flatten(stored), _flatten(json.loads(json.dumps(experiment)))
             diffs = [
@@ -95,7 +96,7 @@ class TaskFolder:
                 raise SetupError(
                     f"{self.root} holds results of different settings:\n  "
                     + "\n  ".join(diffs[:20])
-                    + "\nResume with the folder's settings, or write elsewhere: tag=_<variant> or out_dir=<folder> "
+                    + "\nResume with the folder's settings, or write elsewhere: out_dir=<folder> or tag=_<variant> "
                     "(or delete the folder to start over)"
                 )
             return

@@ -1,0 +1,91 @@
+"""What determines an experiment's results, and the output folder names derived from it.
+
+The folder of a run is ``<results_root>/<name>/<task folder>``: ``name`` spells out the settings users sweep most
+(data, prior, solver, steps, PAG scale, seed) and ends with a short hash of everything else that changes results,
+so two commands share a folder iff they would produce the same images (and rerunning a command resumes it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .config import CONF_DIR, Settings, operator_params, resolve_settings
+
+#: keys of the data config that choose *which* images run, not what their results are
+DATA_SELECTION_KEYS = ("limit", "shard", "num_shards")
+#: prior keys that do not change results: descriptions, and the default images per sampler call
+PRIOR_PRESENTATION_KEYS = ("title", "download", "batch_size")
+
+
+def _container(node: Any) -> Any:
+    """A plain (resolved) copy of one config node; only the node is resolved, not the whole config."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def task_as_run(task_cfg: DictConfig, size: int) -> dict[str, Any]:
+    """The task config with ``params`` as used at working resolution ``size`` (``resolutions`` merged in)."""
+    task = {k: v for k, v in _container(task_cfg).items() if k != "resolutions"}
+    task["params"] = operator_params(task_cfg, size)
+    return task
+
+
+def experiment_identity(cfg: DictConfig, settings: Settings, size: int) -> dict[str, Any]:
+    """The settings that determine each image's result (not which images run, nor where or how fast)."""
+    solver = {k: v for k, v in _container(cfg.solver).items() if k not in ("zeta", "omega", "gamma")}
+    effective = {k: v for k, v in settings.to_dict().items() if k != "sources"}
+    metrics = cfg.metrics
+    return {
+        "task": task_as_run(cfg.task, size),
+        "prior": {k: v for k, v in _container(cfg.prior).items() if k not in PRIOR_PRESENTATION_KEYS},
+        "solver": solver,
+        "settings": effective,
+        "data": {k: v for k, v in _container(cfg.data).items() if k not in DATA_SELECTION_KEYS},
+        "seed": cfg.seed,
+        "dtype": cfg.dtype,
+        "image_size": size,
+        "metrics": {"size": _container(metrics.size), "lpips_net": _container(metrics.lpips.net)},
+    }
+
+
+def short_hash(data: Any) -> str:
+    """8 hex digits of the SHA-256 of ``data`` as canonical JSON."""
+    text = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+# -- resolvers used by conf/config.yaml -----------------------------------------------------------------------
+# They never raise: an invalid config still needs a folder name for Hydra, and is reported (with nothing
+# created) by the runner's validation.
+def settings_hash(*, _root_: DictConfig) -> str:
+    """The short hash of the experiment identity without the task (each task has its own sub-folder)."""
+    try:
+        identity = experiment_identity(_root_, resolve_settings(_root_), int(_root_.prior.image_size))
+        identity.pop("task")
+        return short_hash(identity)
+    except Exception:
+        return "invalid"
+
+
+def steps_tag(*, _root_: DictConfig) -> str:
+    """``<n>steps`` with the effective number of solver steps."""
+    try:
+        return f"{resolve_settings(_root_).num_steps}steps"
+    except Exception:
+        return "invalid"
+
+
+def task_folder(*, _root_: DictConfig) -> str:
+    """``<task.name>``, plus a short hash of the task's settings when they differ from ``conf/task/<name>.yaml``."""
+    name = str(OmegaConf.select(_root_, "task.name", default="task"))
+    try:
+        shipped = CONF_DIR / "task" / f"{name}.yaml"
+        task = _container(_root_.task)
+        if shipped.is_file() and OmegaConf.to_container(OmegaConf.load(shipped), resolve=True) == task:
+            return name
+        return f"{name}_{short_hash(task)}"
+    except Exception:
+        return f"{name}_invalid"
