@@ -1,6 +1,6 @@
 """Config composition: the paper's step sizes and PAG settings are selected for every solver x dataset x task,
 command-line values win, incompatible combinations fail with the valid choices. Expected numbers are typed in
-from SPEC.md section 5 (PAG paper Tables 5 and 7), independently of conf/steps/paper.yaml."""
+from the PAG paper's Tables 5 and 7, independently of conf/steps/paper.yaml."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_dps_table_7(dataset, task):
 
 
 def test_imagenet_dps_layers_are_the_ones_that_exist():
-    # the paper lists input_blocks.9.1 too, which the ImageNet UNet does not have (SPEC section 3)
+    # the paper lists input_blocks.9.1 too, which guided-diffusion's 256x256 unconditional UNet does not have
     guided = table_settings("adm_imagenet", "imagenet", "box_inpaint", pag__enabled=True)
     assert guided.pag.layers == PAG_LAYERS["imagenet_256_uncond"]["dps"]
 
@@ -169,7 +169,13 @@ def _hash(name: str) -> str:
 
 @pytest.mark.parametrize(
     "override",
-    ["solver.zeta=0.5", "solver.clip_x0=false", "pag.layers=[middle_block.1]", "pag.adaptive_scale=0.1", "dtype=float64"],
+    [
+        "solver.zeta=0.5",
+        "solver.clip_x0=false",
+        "pag.layers=[middle_block.1]",
+        "pag.adaptive_scale=0.1",
+        "dtype=float64",
+    ],
 )
 def test_every_setting_that_changes_results_changes_the_folder(override):
     base = compose("pag.scale=1")
