@@ -68,7 +68,6 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver(name, fn, replace=True)
 
 
-
 def compose(*overrides: str, config_name: str = "config") -> DictConfig:
     """The config ``conf/<config_name>.yaml`` composed with command-line style ``overrides`` (Hydra's compose API),
     e.g. ``compose("task=sr4", "pag.scale=2")``. Not for use inside a running ``@hydra.main`` application."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,11 +14,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from evaluation import ImageScorer, MetricResult, describe, fid_between_files
 from imaging import image_row, restoration_grid, save_image
 from solvers import DivergenceError, StepInfo
+from solvers.common import should_call
 
 from .build import (
     build_operator,
@@ -135,17 +139,23 @@ class Experiment:
             )
 
     # -- one batch --------------------------------------------------------------------------------------------
-    def restore(self, samples: list[Sample], labels: torch.Tensor) -> list[Restored]:
-        """Measure and restore ``labels`` (B, 3, H, W); raises ``DivergenceError``."""
+    def restore(self, samples: list[Sample], labels: torch.Tensor, on_step: Callable[[], None] | None = None):
+        """Measure and restore ``labels`` (B, 3, H, W); ``on_step()`` after every solver step. Raises
+        ``DivergenceError``."""
         cfg = self.cfg
         streams = image_streams(int(cfg.seed), [s.index for s in samples])
         operator = build_operator(cfg.task, self.size, streams.operator).to(self.device)
         x = labels.to(self.device, self.dtype)
         y = operator.measure(x, streams.noise)
-        solver = build_solver(self.settings, cfg.solver, self.prior, operator, progress=bool(cfg.show_progress))
+        solver = build_solver(self.settings, cfg.solver, self.prior, operator, progress=False)  # the run's bar
         frames: list[list[torch.Tensor]] = [[] for _ in samples]
+        every = int(cfg.progress_every)
 
-        def keep_frame(info: StepInfo) -> None:
+        def step_done(info: StepInfo) -> None:
+            if on_step is not None:
+                on_step()
+            if not should_call(info.i, info.num_steps, every):
+                return
             x0_hat = info.x0_hat
             if self.prior.is_latent:
                 with torch.no_grad():
@@ -153,8 +163,7 @@ class Experiment:
             for b, frame in enumerate(x0_hat.detach().float().clamp(-1, 1).cpu()):
                 frames[b].append(frame)
 
-        every = int(cfg.progress_every)
-        recon = solver.restore(y, streams.sampler, callback=keep_frame if every > 0 else None, callback_every=every)
+        recon = solver.restore(y, streams.sampler, callback=step_done, callback_every=1)
         return [
             Restored(s, labels[b], y[b].detach().float().cpu(), recon[b].detach().float().cpu(), frames[b])
             for b, s in enumerate(samples)
@@ -435,7 +444,18 @@ def _restore_pending(exp: Experiment, pending: list[Sample], records: dict[str, 
     """Restore, save and record ``pending`` batch by batch (``records`` is updated)."""
     cfg, folder, data = exp.cfg, exp.folder, exp.data
     batch_size = int(cfg.batch_size)
-    bar = tqdm(total=len(pending), desc=str(cfg.task.name), unit="img", disable=not cfg.show_progress)
+    steps = exp.settings.num_steps
+    # one bar over the job, in image-steps, so it moves (and its ETA holds) while a batch of images is sampled;
+    # to a file or pipe it writes plain lines now and then rather than a redrawn line
+    interactive = sys.stderr.isatty()
+    bar = tqdm(
+        total=len(pending) * steps,
+        desc=f"{cfg.task.name} ({len(pending)} images x {steps} steps)",
+        unit="step",
+        disable=not cfg.show_progress,
+        mininterval=0.5 if interactive else 30,
+        ascii=not interactive,
+    )
     for start in range(0, len(pending), batch_size):
         batch = pending[start : start + batch_size]
         samples, labels = [], []
@@ -449,13 +469,14 @@ def _restore_pending(exp: Experiment, pending: list[Sample], records: dict[str, 
                 record = _skipped(sample.name, sample.index, reason, sample.source)
                 folder.write_record(record)
                 records[sample.name] = record
-                bar.update(1)
+                bar.update(steps)
         groups = [(samples, labels)] if samples else []
         while groups:
             group_samples, group_labels = groups.pop(0)
             tic = time.perf_counter()
             try:
-                results = exp.restore(group_samples, torch.stack(group_labels))
+                advance = functools.partial(bar.update, len(group_samples))  # one step of each image
+                results = exp.restore(group_samples, torch.stack(group_labels), advance)
             except DivergenceError as exc:
                 if len(group_samples) > 1:  # find which image diverged: each alone gives the same numbers
                     groups = [([s], [x]) for s, x in zip(group_samples, group_labels)] + groups
@@ -464,13 +485,13 @@ def _restore_pending(exp: Experiment, pending: list[Sample], records: dict[str, 
                 record = _failed(group_samples[0], exc, time.perf_counter() - tic)
                 folder.write_record(record)
                 records[record["name"]] = record
-                bar.update(1)
+                bar.update(steps)
                 continue
             seconds = (time.perf_counter() - tic) / len(results)
             for result in results:
                 record = exp.save(result, seconds)
                 folder.write_record(record)
                 records[record["name"]] = record
-                bar.update(1)
+                bar.update(steps)
         folder.write_metrics_csv(_in_set(records, data).values())
     bar.close()

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_KINDS = ("input", "label", "recon", "progress", "grid")
 CSV_COLUMNS = ("name", "index", "status", "psnr", "ssim", "lpips", "lpips_note", "seconds", "error")
+#: metrics.csv's lpips_note when LPIPS could not be computed (the reason is in summary.json, once)
+UNAVAILABLE_NOTE = "unavailable: see metrics.lpips.unavailable in summary.json"
 #: record statuses: done (restored and scored), failed (diverged), skipped (unreadable file)
 STATUSES = ("done", "failed", "skipped")
 
@@ -130,13 +132,17 @@ class TaskFolder:
 
     # -- tables ---------------------------------------------------------------------------------------------
     def write_metrics_csv(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """One row per record, images in index order, then skipped files by name."""
+        """One row per record, images in index order, then skipped files by name; an unavailable LPIPS is noted
+        briefly (``UNAVAILABLE_NOTE``), its reason being in ``summary.json``."""
         rows = sorted(records, key=lambda r: (r.get("index") is None, r.get("index") or 0, r["name"]))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
+            row = {k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS}
+            if str(row["lpips_note"]).startswith("unavailable: "):  # the same long reason in every row: say it once
+                row["lpips_note"] = UNAVAILABLE_NOTE
+            writer.writerow(row)
         write_text(self.metrics_csv, buffer.getvalue())
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:

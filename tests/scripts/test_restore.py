@@ -35,7 +35,8 @@ def check_task_folder(task_dir: Path, names: list[str], measurement_size: int, f
         assert png(task_dir / "input" / f"{name}.png").shape == (measurement_size, measurement_size, 3)
         assert png(task_dir / "progress" / f"{name}.png").shape == (32, 32 * frames + 2 * (frames - 1), 3)
         tiles = 3 + frames  # label | input | recon | progress frames, 2 px apart
-        assert png(task_dir / "grid" / f"{name}.png").shape == (32, 32 * tiles + 2 * (tiles - 1), 3)
+        # under a 14 px strip of column labels
+        assert png(task_dir / "grid" / f"{name}.png").shape == (14 + 32, 32 * tiles + 2 * (tiles - 1), 3)
         assert json.loads((task_dir / "records" / f"{name}.json").read_text())["status"] == "done"
     rows = read_metrics_csv(task_dir / "metrics.csv")
     assert [r["name"] for r in rows] == names
