@@ -62,15 +62,14 @@ def test_resume_after_interruption_equals_a_clean_run(run_tiny, monkeypatch):
 
 
 def test_a_folder_with_other_settings_is_refused(run_tiny):
-    run_tiny("data.limit=1")
+    mine = "out_dir=${results_root}/mine"  # an explicit folder: other settings are not given their own
+    run_tiny("data.limit=1", mine)
     with pytest.raises(SetupError) as info:
-        run_tiny("data.limit=1", "solver.zeta=0.5")
+        run_tiny("data.limit=1", "solver.zeta=0.5", mine)
     message = str(info.value)
     assert "settings.step_sizes" not in message and "settings.zeta: folder has 1.0, this run 0.5" in message
-    assert "tag=" in message
-    run_tiny("data.limit=1", "solver.zeta=0.5", "tag=_zeta05")  # a variant goes to its own folder
-
-
+    assert "tag=" in message and "out_dir=" in message
+    run_tiny("data.limit=1", "solver.zeta=0.5")  # without out_dir= the variant goes to its own folder
 def test_a_smaller_limit_reports_only_its_images(run_tiny):
     cfg, _ = run_tiny("data.limit=3", "solver.num_steps=1")
     _, smaller = run_tiny("data.limit=2", "solver.num_steps=1")  # same experiment, fewer images: nothing to do
