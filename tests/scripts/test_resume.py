@@ -174,7 +174,9 @@ def test_real_samples(run_tiny, real_samples_dir):
     files = sorted(p for p in real_samples_dir.iterdir() if p.is_file())
     assert summary["counts"] == {"images": len(files), "done": len(files), "failed": 0, "skipped": 0, "remaining": 0}
     folder = task_dir(cfg)
-    assert cfg.data.dataset == "ffhq" and summary["settings"]["dataset"] == "ffhq"
+    # photos (data.dataset ffhq) with the tiny prior: the step sizes of the prior's row, shapes
+    assert cfg.data.dataset == "ffhq" and summary["settings"]["dataset"] == "shapes"
+    assert summary["settings"]["sources"]["dataset"] == "prior.domain"
     for path in files:
         label = np.asarray(Image.open(folder / "label" / f"{path.stem}.png"))
         # independent check: PIL's antialiased bicubic 256 -> 32 of the RGB image (the RGBA files are opaque)
