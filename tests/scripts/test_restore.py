@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,7 @@ def test_restore_script_like_a_user(tiny_checkpoint, tmp_path, script):
     ]
     result = script("restore.py", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    task_dir = results / "demo_tiny_adm_dps_pag2_seed0" / "sr4"
+    (task_dir,) = results.glob("demo_tiny_adm_dps_2steps_pag2_seed0_*/sr4")  # plus the hash of the other settings
     assert (task_dir / ".hydra" / "config.yaml").is_file()  # Hydra's run dir is the task folder
     assert len(read_metrics_csv(task_dir / "metrics.csv")) == 2
     assert not (task_dir / "progress").exists()
@@ -153,12 +154,14 @@ def test_multirun_gives_one_folder_per_job(tiny_checkpoint, tmp_path, script):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     folders = sorted(str(p.parent.relative_to(results)) for p in results.glob("*/*/summary.json"))
-    assert folders == [
-        "demo_tiny_adm_dps_pag0_seed0/box_inpaint",
-        "demo_tiny_adm_dps_pag0_seed0/sr4",
-        "demo_tiny_adm_dps_pag0_seed1/box_inpaint",
-        "demo_tiny_adm_dps_pag0_seed1/sr4",
+    # the tasks of one seed share the experiment folder (its hash leaves out the task: that is the sub-folder)
+    assert [re.sub("_[0-9a-f]{8}/", "_<hash>/", f) for f in folders] == [
+        "demo_tiny_adm_dps_1steps_pag0_seed0_<hash>/box_inpaint",
+        "demo_tiny_adm_dps_1steps_pag0_seed0_<hash>/sr4",
+        "demo_tiny_adm_dps_1steps_pag0_seed1_<hash>/box_inpaint",
+        "demo_tiny_adm_dps_1steps_pag0_seed1_<hash>/sr4",
     ]
-    seed0 = png(results / "demo_tiny_adm_dps_pag0_seed0/sr4/recon/shapes_test_00000.png")
-    seed1 = png(results / "demo_tiny_adm_dps_pag0_seed1/sr4/recon/shapes_test_00000.png")
+    assert folders[0].split("/")[0] == folders[1].split("/")[0]
+    seed0 = png(results / folders[1] / "recon/shapes_test_00000.png")  # sr4, seed 0
+    seed1 = png(results / folders[3] / "recon/shapes_test_00000.png")  # sr4, seed 1
     assert not np.array_equal(seed0, seed1)
