@@ -66,11 +66,11 @@ def domain_note(cfg: DictConfig, settings: Settings, data: DataSet, size: int) -
     if data.samples and str(cfg.data.kind) == "folder":
         try:
             with Image.open(data.samples[0].source) as image:
-                sizes = f"{image.width}x{image.height} px (the first one) "
+                sizes = f"from {image.width}x{image.height} px (the first one) "
         except OSError:
             pass
     return (
-        f"data={cfg.data.name} holds {cfg.data.dataset} images; they are resized from {sizes}to {size} px for "
+        f"data={cfg.data.name} holds {cfg.data.dataset} images; they are resized {sizes}to {size} px for "
         f"prior={cfg.prior.name}, trained on {settings.dataset}, and restored with the steps.{settings.solver}."
         f"{settings.dataset} row ({settings.sources['dataset']}; steps.row=... chooses another)"
     )
@@ -448,50 +448,49 @@ def _restore_pending(exp: Experiment, pending: list[Sample], records: dict[str, 
     # one bar over the job, in image-steps, so it moves (and its ETA holds) while a batch of images is sampled;
     # to a file or pipe it writes plain lines now and then rather than a redrawn line
     interactive = sys.stderr.isatty()
-    bar = tqdm(
+    with tqdm(
         total=len(pending) * steps,
         desc=f"{cfg.task.name} ({len(pending)} images x {steps} steps)",
         unit="step",
         disable=not cfg.show_progress,
         mininterval=0.5 if interactive else 30,
         ascii=not interactive,
-    )
-    for start in range(0, len(pending), batch_size):
-        batch = pending[start : start + batch_size]
-        samples, labels = [], []
-        for sample in batch:
-            try:
-                labels.append(data.load(sample))
-                samples.append(sample)
-            except Exception as exc:  # decoding failed: skip the image, record why, go on
-                log.warning("skipping %s: cannot read %s (%s: %s)", sample.name, sample.source, type(exc).__name__, exc)
-                reason = f"unreadable image ({type(exc).__name__}: {exc})"
-                record = _skipped(sample.name, sample.index, reason, sample.source)
-                folder.write_record(record)
-                records[sample.name] = record
-                bar.update(steps)
-        groups = [(samples, labels)] if samples else []
-        while groups:
-            group_samples, group_labels = groups.pop(0)
-            tic = time.perf_counter()
-            try:
-                advance = functools.partial(bar.update, len(group_samples))  # one step of each image
-                results = exp.restore(group_samples, torch.stack(group_labels), advance)
-            except DivergenceError as exc:
-                if len(group_samples) > 1:  # find which image diverged: each alone gives the same numbers
-                    groups = [([s], [x]) for s, x in zip(group_samples, group_labels)] + groups
+    ) as bar:
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
+            samples, labels = [], []
+            for sample in batch:
+                try:
+                    labels.append(data.load(sample))
+                    samples.append(sample)
+                except Exception as exc:  # decoding failed: skip the image, record why, go on
+                    reason = f"unreadable image ({type(exc).__name__}: {exc})"
+                    log.warning("skipping %s: cannot read %s (%s)", sample.name, sample.source, reason)
+                    record = _skipped(sample.name, sample.index, reason, sample.source)
+                    folder.write_record(record)
+                    records[sample.name] = record
+                    bar.update(steps)
+            groups = [(samples, labels)] if samples else []
+            while groups:
+                group_samples, group_labels = groups.pop(0)
+                tic = time.perf_counter()
+                try:
+                    advance = functools.partial(bar.update, len(group_samples))  # one step of each image
+                    results = exp.restore(group_samples, torch.stack(group_labels), advance)
+                except DivergenceError as exc:
+                    if len(group_samples) > 1:  # find which image diverged: each alone gives the same numbers
+                        groups = [([s], [x]) for s, x in zip(group_samples, group_labels)] + groups
+                        continue
+                    log.warning("%s diverged: %s", group_samples[0].name, exc)
+                    record = _failed(group_samples[0], exc, time.perf_counter() - tic)
+                    folder.write_record(record)
+                    records[record["name"]] = record
+                    bar.update(steps)
                     continue
-                log.warning("%s diverged: %s", group_samples[0].name, exc)
-                record = _failed(group_samples[0], exc, time.perf_counter() - tic)
-                folder.write_record(record)
-                records[record["name"]] = record
-                bar.update(steps)
-                continue
-            seconds = (time.perf_counter() - tic) / len(results)
-            for result in results:
-                record = exp.save(result, seconds)
-                folder.write_record(record)
-                records[record["name"]] = record
-                bar.update(steps)
-        folder.write_metrics_csv(_in_set(records, data).values())
-    bar.close()
+                seconds = (time.perf_counter() - tic) / len(results)
+                for result in results:
+                    record = exp.save(result, seconds)
+                    folder.write_record(record)
+                    records[record["name"]] = record
+                    bar.update(steps)
+            folder.write_metrics_csv(_in_set(records, data).values())
