@@ -135,7 +135,13 @@ def test_restore_script_like_a_user(tiny_checkpoint, tmp_path, script):
     assert (task_dir / ".hydra" / "config.yaml").is_file()  # Hydra's run dir is the task folder
     assert len(read_metrics_csv(task_dir / "metrics.csv")) == 2
     assert not (task_dir / "progress").exists()
-    assert "sr4: 2/2 done, 0 failed, 0 skipped" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "sr4: 2/2 done, 0 failed, 0 skipped" in output
+    # to a pipe: one plain progress bar over image-steps (no cursor-movement escape codes), the LPIPS reason once
+    assert "\x1b[" not in output and "sr4 (2 images x 2 steps)" in result.stderr
+    assert output.count("LPIPS unavailable: ") == 1 and output.count("alexnet-owt-7be5be79.pth") == 1
+    rows = read_metrics_csv(task_dir / "metrics.csv")
+    assert {r["lpips_note"] for r in rows} == {"unavailable: see metrics.lpips.unavailable in summary.json"}
 
 
 def test_multirun_gives_one_folder_per_job(tiny_checkpoint, tmp_path, script):
