@@ -108,6 +108,28 @@ def test_a_two_by_two_sweep_runs_every_job_into_its_own_folder(tiny_checkpoint, 
     assert {p: record_times(p.parent) for p in summaries} == times
 
 
+def test_a_sweep_job_that_cannot_start_does_not_stop_the_others(tiny_checkpoint, tmp_path, script):
+    results = tmp_path / "results"
+    args = [
+        "-m",
+        "solver.num_steps=1,2,3",
+        "out_dir=${results_root}/fixed",  # one folder for all: the jobs after the first conflict with it
+        f"prior.checkpoint={tiny_checkpoint}",
+        f"results_root={results}",
+        "data.limit=1",
+        "show_progress=false",
+        "progress_every=0",
+    ]
+    result = script("restore.py", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3 and errors[-1].startswith("error: 2 job(s) of the sweep could not start")
+    assert all("holds results of different settings" in e for e in errors[:2])
+    summary = json.loads((results / "fixed" / "box_inpaint" / "summary.json").read_text())
+    assert summary["counts"]["done"] == 1 and summary["settings"]["num_steps"] == 1
+    assert "Traceback" not in result.stderr
+
+
 # -- bad values -----------------------------------------------------------------------------------------------
 @pytest.fixture
 def image_folders(tmp_path) -> dict[str, Path]:

@@ -70,6 +70,8 @@ def test_a_folder_with_other_settings_is_refused(run_tiny):
     assert "settings.step_sizes" not in message and "settings.zeta: folder has 1.0, this run 0.5" in message
     assert "tag=" in message and "out_dir=" in message
     run_tiny("data.limit=1", "solver.zeta=0.5")  # without out_dir= the variant goes to its own folder
+
+
 def test_a_smaller_limit_reports_only_its_images(run_tiny):
     cfg, _ = run_tiny("data.limit=3", "solver.num_steps=1")
     _, smaller = run_tiny("data.limit=2", "solver.num_steps=1")  # same experiment, fewer images: nothing to do
