@@ -210,7 +210,15 @@ def test_ctrl_c_prints_one_line_with_the_resume_command(tiny_checkpoint, tmp_pat
     environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     command = [sys.executable, str(REPO / "scripts" / "restore.py"), *args]
-    process = subprocess.Popen(command, cwd=tmp_path, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # a shell's background job ignores SIGINT and its children inherit that: give the child the default back
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 240
     while not list(results.glob("*/box_inpaint/records/*.json")) and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[1].decode()[-3000:]
