@@ -13,6 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from solvers import SOLVERS
+
 from .config import CONF_DIR, Settings, operator_params, resolve_settings
 
 #: keys of the data config that choose *which* images run, not what their results are
@@ -35,7 +37,9 @@ def task_as_run(task_cfg: DictConfig, size: int) -> dict[str, Any]:
 
 def experiment_identity(cfg: DictConfig, settings: Settings, size: int) -> dict[str, Any]:
     """The settings that determine each image's result (not which images run, nor where or how fast)."""
-    solver = {k: v for k, v in _container(cfg.solver).items() if k not in ("zeta", "omega", "gamma")}
+    # the chosen solver's own options (step sizes and num_steps are in the effective settings)
+    solver_cfg = _container(cfg.solver)
+    solver = {"name": settings.solver, **{k: solver_cfg.get(k) for k in SOLVERS[settings.solver].options}}
     effective = {k: v for k, v in settings.to_dict().items() if k != "sources"}
     metrics = cfg.metrics
     return {
