@@ -261,3 +261,14 @@ def test_dry_run_shows_each_value_and_its_source_and_creates_nothing(tiny_checkp
     assert re.search(r"pag\.layers +input_blocks\.4\.1 +<- steps\.dps\.shapes\.pag_layers", text)
     assert re.search(r"step-size row +shapes +<- prior\.domain", text)
     assert files_under(results) == [] and files_under(tmp_path) == []
+
+
+def test_loading_the_tiny_latent_prior_warns_about_accelerate_at_most_once(capfd, caplog):
+    pytest.importorskip("priors.sd", reason="priors.sd (the latent SD prior) is not in this checkout")
+    from priors.sd import load_sd
+
+    with caplog.at_level(logging.INFO):
+        load_sd(str(REPO / "priors" / "tiny" / "sd_shapes32"), image_size=32)
+    captured = capfd.readouterr()
+    lines = (captured.out + captured.err).splitlines() + [r.getMessage() for r in caplog.records]
+    assert len([line for line in lines if "accelerate" in line]) <= 1  # diffusers warned once per component
