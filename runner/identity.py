@@ -64,12 +64,25 @@ def short_hash(data: Any) -> str:
 # -- resolvers used by conf/config.yaml -----------------------------------------------------------------------
 # They never raise: an invalid config still needs a folder name for Hydra, and is reported (with nothing
 # created) by the runner's validation.
+def folder_identity(cfg: DictConfig, settings: Settings, size: int) -> dict[str, Any]:
+    """``experiment_identity`` without what depends on the task (each task has its own sub-folder): the step sizes
+    the table gives per task are fixed by what was given, the table and its row."""
+    identity = experiment_identity(cfg, settings, size)
+    del identity["task"], identity["settings"]
+    solver_cfg = _container(cfg.solver)
+    identity["given"] = {
+        "solver": {k: solver_cfg.get(k) for k in ("num_steps", *SOLVERS[settings.solver].params)},
+        "pag": _container(cfg.pag),
+        "steps": _container(OmegaConf.select(cfg, "steps", default=None)),
+        "row": settings.dataset,
+    }
+    return identity
+
+
 def settings_hash(*, _root_: DictConfig) -> str:
-    """The short hash of the experiment identity without the task (each task has its own sub-folder)."""
+    """The short hash of ``folder_identity``."""
     try:
-        identity = experiment_identity(_root_, resolve_settings(_root_), int(_root_.prior.image_size))
-        identity.pop("task")
-        return short_hash(identity)
+        return short_hash(folder_identity(_root_, resolve_settings(_root_), int(_root_.prior.image_size)))
     except Exception:
         return "invalid"
 

