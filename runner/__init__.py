@@ -4,8 +4,10 @@
     cfg = runner.compose("task=sr4", "solver.num_steps=50")      # Hydra's compose API over conf/
     summary = runner.run(cfg)
 
-``scripts/restore.py`` is the same thing behind ``@hydra.main``. Importing this package registers the OmegaConf
-resolvers the configs use (``auto_solver``, ``pag_tag``, ``path_stem`` and the folder-name parts).
+``scripts/restore.py`` is the same thing behind ``@hydra.main``; weights without a local copy are fetched from
+their configured source (``runner.weights``, ``scripts/fetch_weights.py``) unless offline. Importing this
+package registers the OmegaConf resolvers the configs use (``auto_solver``, ``pag_tag``, ``path_stem`` and the
+folder-name parts).
 """
 
 from .build import build_operator, build_prior, build_solver, prior_image_size, resolve_path, select_device
@@ -20,12 +22,14 @@ from .config import (
     resolve_settings,
 )
 from .data import DataSet, Sample, build_dataset
+from .download import Source, WeightsError, WeightsMissing, download_url, fetch
 from .errors import Interrupted, SetupError
 from .identity import experiment_identity, short_hash, task_as_run
 from .run import Experiment, Plan, dry_run, one_line, plan, run, summarize, task_dir
 from .seeds import ImageStreams, image_streams, stream_seed
 from .store import CSV_COLUMNS, TaskFolder, read_metrics_csv
 from .validate import validate
+from .weights import Need, is_offline, prefetch_command, run_needs
 
 __all__ = [
     "CONF_DIR",
@@ -35,29 +39,38 @@ __all__ = [
     "Experiment",
     "ImageStreams",
     "Interrupted",
+    "Need",
     "Plan",
     "Sample",
     "Settings",
     "SetupError",
+    "Source",
     "TaskFolder",
+    "WeightsError",
+    "WeightsMissing",
     "build_dataset",
     "build_operator",
     "build_prior",
     "build_solver",
     "check_compatible",
     "compose",
+    "download_url",
     "dry_run",
     "experiment_identity",
+    "fetch",
     "image_streams",
+    "is_offline",
     "one_line",
     "operator_params",
     "plan",
+    "prefetch_command",
     "prior_image_size",
     "read_metrics_csv",
     "register_resolvers",
     "resolve_path",
     "resolve_settings",
     "run",
+    "run_needs",
     "select_device",
     "short_hash",
     "stream_seed",

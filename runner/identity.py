@@ -19,8 +19,8 @@ from .config import CONF_DIR, Settings, operator_params, resolve_settings
 
 #: keys of the data config that choose *which* images run, not what their results are
 DATA_SELECTION_KEYS = ("limit", "shard", "num_shards")
-#: prior keys that do not change results: descriptions, and the default images per sampler call
-PRIOR_PRESENTATION_KEYS = ("title", "download", "batch_size")
+#: prior keys that do not change results: descriptions, where the weights come from, the default batch size
+PRIOR_PRESENTATION_KEYS = ("title", "download", "weights", "batch_size")
 
 
 def _container(node: Any) -> Any:

@@ -38,6 +38,7 @@ from .identity import experiment_identity, task_as_run, task_folder
 from .seeds import image_streams
 from .store import TaskFolder
 from .validate import validate
+from .weights import is_offline, metric_files, prefetch_command
 
 log = logging.getLogger("runner")
 
@@ -116,7 +117,8 @@ class Experiment:
         self.settings, self.device, self.dtype = checked.settings, checked.device, checked.dtype
         self.data: DataSet = checked.data
         size = checked.size
-        self.prior = build_prior(cfg.prior, self.device, self.dtype)
+        self.offline, prefetch = is_offline(cfg), prefetch_command(cfg)
+        self.prior = build_prior(cfg.prior, self.device, self.dtype, offline=self.offline, prefetch=prefetch)
         self.size = prior_image_size(self.prior)
         if self.size != size:
             raise SetupError(
@@ -129,12 +131,14 @@ class Experiment:
         metrics = cfg.metrics
         self.metrics_size = None if metrics.size is None else int(metrics.size)
         self.scorer = None
+        #: the metric networks' weights: given, cached, or fetched now (None: the metric says why it is unavailable)
+        self.metric_weights = metric_files(cfg, self.offline, prefetch)
         if metrics.enabled:
             self.scorer = ImageScorer(
                 self.metrics_size,
                 lpips=bool(metrics.lpips.enabled),
                 lpips_net=str(metrics.lpips.net),
-                lpips_weights=metrics.lpips.weights,
+                lpips_weights=self.metric_weights.get("metrics.lpips.weights") or metrics.lpips.weights,
                 device=self.device,
             )
 
@@ -291,7 +295,7 @@ def compute_fid(exp: Experiment, records: dict[str, dict[str, Any]]) -> MetricRe
         [folder.image_path("recon", r["name"]) for r in done],
         [folder.image_path("label", r["name"]) for r in done],
         size=exp.metrics_size,
-        weights=cfg.fid.weights,
+        weights=exp.metric_weights.get("metrics.fid.weights") or cfg.fid.weights,
         dims=int(cfg.fid.dims),
         batch_size=int(cfg.fid.batch_size),
         device=exp.device,

@@ -73,6 +73,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "show_progress": BOOL,
     "retry_failed": BOOL,
     "dry_run": BOOL,
+    "offline": BOOL,
     "pag.enabled": BOOL,
     "pag.scale": number_at_least(0, nullable=True),
     "pag.layers": (_layers, "null, a layer name or a list of layer names, e.g. [middle_block.1]"),

@@ -13,6 +13,8 @@ Rerunning the same command resumes: images with results are skipped. See conf/co
 A bad setting stops the run before anything is written (``error: <key>=<value>: <allowed>``, exit status 2);
 Ctrl-C prints what finished and the command that resumes (exit status 130). In a sweep (-m) a job that cannot
 start is reported and the others go on; the exit status is 2 if any job could not start.
+Real weights are downloaded on first use; for an offline machine, fetch them first with the same overrides:
+``python scripts/fetch_weights.py <overrides>``, then run with HF_HUB_OFFLINE=1 (or offline=true).
 """
 
 from __future__ import annotations
