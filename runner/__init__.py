@@ -6,7 +6,8 @@
 
 ``scripts/restore.py`` is the same thing behind ``@hydra.main``; weights without a local copy are fetched from
 their configured source (``runner.weights``, ``scripts/fetch_weights.py``) unless offline. Importing this
-package registers the OmegaConf resolvers the configs use (``auto_solver``, ``pag_tag``, ``path_stem``).
+package registers the OmegaConf resolvers the configs use (``auto_solver``, ``pag_tag``, ``path_stem`` and the
+folder-name parts).
 """
 
 from .build import build_operator, build_prior, build_solver, prior_image_size, resolve_path, select_device
@@ -22,10 +23,12 @@ from .config import (
 )
 from .data import DataSet, Sample, build_dataset
 from .download import Source, WeightsError, WeightsMissing, download_url, fetch
-from .errors import SetupError
-from .run import Experiment, experiment_identity, one_line, run, summarize
+from .errors import Interrupted, SetupError
+from .identity import experiment_identity, short_hash, task_as_run
+from .run import Experiment, Plan, dry_run, one_line, plan, run, summarize, task_dir
 from .seeds import ImageStreams, image_streams, stream_seed
 from .store import CSV_COLUMNS, TaskFolder, read_metrics_csv
+from .validate import validate
 from .weights import Need, is_offline, prefetch_command, run_needs
 
 __all__ = [
@@ -35,7 +38,9 @@ __all__ = [
     "DataSet",
     "Experiment",
     "ImageStreams",
+    "Interrupted",
     "Need",
+    "Plan",
     "Sample",
     "Settings",
     "SetupError",
@@ -50,12 +55,14 @@ __all__ = [
     "check_compatible",
     "compose",
     "download_url",
+    "dry_run",
     "experiment_identity",
     "fetch",
     "image_streams",
     "is_offline",
     "one_line",
     "operator_params",
+    "plan",
     "prefetch_command",
     "prior_image_size",
     "read_metrics_csv",
@@ -65,6 +72,10 @@ __all__ = [
     "run",
     "run_needs",
     "select_device",
+    "short_hash",
     "stream_seed",
     "summarize",
+    "task_as_run",
+    "task_dir",
+    "validate",
 ]

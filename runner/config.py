@@ -1,7 +1,9 @@
 """From a composed config to resolved settings: solver choice, step sizes and PAG from the tables, checks.
 
-Step sizes (``conf/steps/<table>.yaml``, selected with ``steps=paper``) are keyed by solver x ``data.dataset`` x
-``task.name``. A value set in the config or on the command line (``solver.zeta``, ``solver.omega``,
+Step sizes (``conf/steps/<table>.yaml``, selected with ``steps=paper``) are keyed by solver x row x ``task.name``,
+where the row is the domain the *prior* was trained on (``prior.domain``: ffhq, imagenet, shapes), or
+``data.dataset`` for a prior trained on everything (SD1.5, whose Table 5 has a row per dataset), unless
+``steps.row`` names one. A value set in the config or on the command line (``solver.zeta``, ``solver.omega``,
 ``solver.gamma``, ``pag.scale``, ``pag.layers``) is used as given; a null one is read from the table:
 ``<param>`` without PAG, ``<param>_pag`` with PAG, ``pag_scale`` when PAG is enabled without a scale, and the
 dataset's ``pag_layers``. PAG is on iff ``pag.scale > 0`` or ``pag.enabled=true``.
@@ -63,12 +65,20 @@ def path_stem(path: Any) -> str:
 
 
 def register_resolvers() -> None:
-    """Register ``auto_solver``, ``pag_tag`` and ``path_stem`` with OmegaConf (idempotent)."""
-    for name, fn in (("auto_solver", auto_solver), ("pag_tag", pag_tag), ("path_stem", path_stem)):
+    """Register the resolvers of ``conf/*.yaml`` with OmegaConf (idempotent): ``auto_solver``, ``pag_tag``,
+    ``path_stem``, and the folder-name parts ``steps_tag``, ``settings_hash``, ``task_folder``."""
+    from . import identity  # it needs this module's resolve_settings
+
+    resolvers = {
+        "auto_solver": auto_solver,
+        "pag_tag": pag_tag,
+        "path_stem": path_stem,
+        "steps_tag": identity.steps_tag,
+        "settings_hash": identity.settings_hash,
+        "task_folder": identity.task_folder,
+    }
+    for name, fn in resolvers.items():
         OmegaConf.register_new_resolver(name, fn, replace=True)
-
-
-register_resolvers()
 
 
 def compose(*overrides: str, config_name: str = "config") -> DictConfig:
@@ -173,31 +183,41 @@ class Settings:
         return f"{self.solver} on {self.dataset}/{self.task}: " + "; ".join(parts)
 
 
-def _table(cfg: DictConfig, solver: str, dataset: str) -> Mapping[str, Any]:
+def step_row(cfg: DictConfig) -> tuple[str, str]:
+    """The step-size table row and where it came from: ``steps.row`` if given, else the domain the prior was
+    trained on (``prior.domain``), else ``data.dataset`` (a prior trained on everything, e.g. SD1.5)."""
+    for key in ("steps.row", "prior.domain", "data.dataset"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value not in (None, ""):
+            return str(value), key
+    raise SetupError("no step-size row: set data.dataset=<ffhq|imagenet|shapes> or steps.row=<row>")
+
+
+def _table(cfg: DictConfig, solver: str, row: str, row_source: str) -> Mapping[str, Any]:
     section = SOLVERS[solver].table
     tables = OmegaConf.select(cfg, "steps", default=None)
     if tables is None or section not in tables:
         raise SetupError(f"no step-size table {section!r} for solver {solver!r} (config group steps/)")
-    if dataset not in tables[section]:
+    if row not in tables[section]:
         raise SetupError(
-            f"no step sizes for solver={solver} on data.dataset={dataset!r}; the table has "
-            f"{', '.join(tables[section])}. Set data.dataset to one of them or give every value on the command line "
+            f"no step sizes for solver={solver} on {row_source}={row!r}; the table has "
+            f"{', '.join(tables[section])}. Set steps.row to one of them or give every value on the command line "
             f"({', '.join(f'solver.{p}=...' for p in SOLVER_PARAMS[solver])}, pag.scale=..., pag.layers=[...])"
         )
-    return tables[section][dataset]
+    return tables[section][row]
 
 
 def resolve_settings(cfg: DictConfig) -> Settings:
     """Solver, step sizes and PAG for ``cfg`` (see the module docstring); ``SetupError`` when impossible."""
     solver = check_compatible(cfg)
-    dataset, task = str(cfg.data.dataset), str(cfg.task.name)
+    (dataset, row_source), task = step_row(cfg), str(cfg.task.name)
     where = f"steps.{SOLVERS[solver].table}.{dataset}"
     table: Mapping[str, Any] | None = None
 
     def lookup(key: str) -> Any:
         nonlocal table
         if table is None:
-            table = _table(cfg, solver, dataset)
+            table = _table(cfg, solver, dataset, row_source)
         if key in ("pag_layers", "num_steps"):  # per dataset, not per task
             value = table.get(key)
         else:
@@ -219,7 +239,7 @@ def resolve_settings(cfg: DictConfig) -> Settings:
     if enabled and scale is not None and float(scale) == 0:
         raise SetupError("pag.enabled=true with pag.scale=0 is contradictory: drop one of them")
     pag_on = enabled or (scale is not None and float(scale) > 0)
-    sources: dict[str, str] = {}
+    sources: dict[str, str] = {"dataset": row_source}
 
     step_sizes: dict[str, float] = {}
     for param in SOLVER_PARAMS[solver]:
@@ -282,3 +302,6 @@ def operator_params(task_cfg: DictConfig, size: int, reference: bool = False) ->
         if override:
             params.update(OmegaConf.to_container(override, resolve=True))
     return params
+
+
+register_resolvers()

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
+from PIL import Image
+from tqdm import tqdm
 
 from evaluation import ImageScorer, MetricResult, describe, fid_between_files
 from imaging import image_row, restoration_grid, save_image
 from operators import Inpainting
-from solvers import SOLVERS, DivergenceError, StepInfo
+from solvers import DivergenceError, StepInfo
+from solvers.common import should_call
 
 from .build import (
     build_operator,
@@ -27,38 +32,16 @@ from .build import (
     select_device,
     select_dtype,
 )
-from .config import Settings, resolve_settings
+from .config import Settings, operator_params, resolve_settings
 from .data import DataSet, Sample, build_dataset
-from .errors import SetupError
+from .errors import Interrupted, SetupError
+from .identity import experiment_identity, task_as_run, task_folder
 from .seeds import image_streams
 from .store import TaskFolder
+from .validate import validate
 from .weights import is_offline, metric_files, prefetch_command
 
 log = logging.getLogger("runner")
-
-#: keys of the data config that choose *which* images run, not what their results are
-_DATA_SELECTION_KEYS = ("limit", "shard", "num_shards")
-
-
-def experiment_identity(cfg: DictConfig, settings: Settings, size: int) -> dict[str, Any]:
-    """The settings that determine each image's result (not which images run, nor where or how fast)."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    # the chosen solver's own options (step sizes and num_steps are in the effective settings)
-    spec = SOLVERS[settings.solver]
-    solver = {"name": settings.solver, **{k: c["solver"].get(k) for k in spec.options}}
-    effective = {k: v for k, v in settings.to_dict().items() if k != "sources"}
-    return {
-        "task": c["task"],
-        "prior": {k: v for k, v in c["prior"].items() if k not in ("title", "download", "weights")},
-        "solver": solver,
-        "settings": effective,
-        "data": {k: v for k, v in c["data"].items() if k not in _DATA_SELECTION_KEYS},
-        "seed": c["seed"],
-        "dtype": c["dtype"],
-        "image_size": size,
-        "metrics": {k: c["metrics"][k] for k in ("size", "recon")} | {"lpips_net": c["metrics"]["lpips"]["net"]},
-    }
-
 
 def scored_recon(cfg: DictConfig, masked: bool, reference: bool) -> str:
     """What the metrics score: ``raw`` (the restoration) or ``pasted`` (the observed pixels of the ground truth
@@ -105,27 +88,92 @@ class Restored:
     pasted: torch.Tensor | None = None  # inpainting: mask * label + (1 - mask) * recon
 
 
+def task_dir(cfg: DictConfig) -> Path:
+    """``<out_dir>/<task folder>``: where the run of ``cfg`` writes (see ``runner.identity``)."""
+    return Path(str(cfg.out_dir)) / task_folder(_root_=cfg)
+
+
+def domain_note(cfg: DictConfig, settings: Settings, data: DataSet, size: int) -> str | None:
+    """A warning when the prior's step-size row (its training domain) is not what the data are, with the sizes."""
+    if settings.sources.get("dataset") == "data.dataset" or str(cfg.data.dataset) == settings.dataset:
+        return None
+    sizes = ""
+    if data.samples and str(cfg.data.kind) == "folder":
+        try:
+            with Image.open(data.samples[0].source) as image:
+                sizes = f"from {image.width}x{image.height} px (the first one) "
+        except OSError:
+            pass
+    return (
+        f"data={cfg.data.name} holds {cfg.data.dataset} images; they are resized {sizes}to {size} px for "
+        f"prior={cfg.prior.name}, trained on {settings.dataset}, and restored with the steps.{settings.solver}."
+        f"{settings.dataset} row ({settings.sources['dataset']}; steps.row=... chooses another)"
+    )
+
+
+@dataclass
+class Plan:
+    """What a run would do, worked out without loading the prior or writing anything."""
+
+    settings: Settings
+    device: torch.device
+    dtype: torch.dtype
+    size: int
+    data: DataSet
+    folder: TaskFolder
+    note: str | None
+    reference: bool  # the solver's reproduction switch: also the reference code's task settings and outputs
+    measurement_shape: tuple[int, ...]
+    recon_kind: str  # what the metrics score: raw | pasted
+    metrics_size: int | None
+
+
+def plan(cfg: DictConfig) -> Plan:
+    """Validate every setting, resolve the step sizes, list the data; ``SetupError`` for anything wrong."""
+    validate(cfg)
+    settings = resolve_settings(cfg)
+    device, dtype = select_device(str(cfg.device)), select_dtype(str(cfg.dtype))
+    size = int(cfg.prior.image_size)
+    reference = bool(cfg.solver.get("reference", False))
+    operator, measurement_shape = check_operator(cfg.task, size, device, dtype, reference)
+    recon_kind = scored_recon(cfg, isinstance(operator, Inpainting), reference)
+    metrics_size = None if cfg.metrics.size is None else int(cfg.metrics.size)
+    # PSLD_PAG upsamples its 256 px data to 512 with nearest; ours: bicubic
+    resample = "nearest" if reference and bool(cfg.prior.latent) else "bicubic"
+    data = build_dataset(cfg.data, size, metrics_size, resample)
+    if data.total == 0:
+        reasons = "; ".join(f"{s.name}: {s.reason}" for s in data.skipped[:3])
+        raise SetupError(
+            f"data.path={cfg.data.get('path')}: no usable image ({len(data.skipped)} files skipped"
+            + (f": {reasons}" if reasons else "")
+            + "); give a folder holding PNG/JPEG images"
+        )
+    return Plan(
+        settings,
+        device,
+        dtype,
+        size,
+        data,
+        TaskFolder(task_dir(cfg)),
+        domain_note(cfg, settings, data, size),
+        reference,
+        measurement_shape,
+        recon_kind,
+        metrics_size,
+    )
+
+
 class Experiment:
     """Everything one run needs, built and checked at start-up (``SetupError`` for anything wrong)."""
 
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: DictConfig, checked: Plan | None = None):
         self.cfg = cfg
-        self.settings = resolve_settings(cfg)
-        self.device, self.dtype = select_device(str(cfg.device)), select_dtype(str(cfg.dtype))
-        if int(cfg.batch_size) < 1:
-            raise SetupError(f"batch_size must be >= 1, got {cfg.batch_size}")
-        if int(cfg.progress_every) < 0:
-            raise SetupError(f"progress_every must be >= 0 (0: no progress images), got {cfg.progress_every}")
-        size = int(cfg.prior.image_size)
-        #: the solver's reproduction switch also selects the reference code's task settings and outputs
-        self.reference = bool(cfg.solver.get("reference", False))
-        operator, self.measurement_shape = check_operator(cfg.task, size, self.device, self.dtype, self.reference)
-        self.recon_kind = scored_recon(cfg, isinstance(operator, Inpainting), self.reference)
-        metrics = cfg.metrics
-        self.metrics_size = None if metrics.size is None else int(metrics.size)
-        # PSLD_PAG upsamples its 256 px data to 512 with nearest; ours: bicubic
-        resample = "nearest" if self.reference and bool(cfg.prior.latent) else "bicubic"
-        self.data: DataSet = build_dataset(cfg.data, size, self.metrics_size, resample)
+        checked = checked or plan(cfg)
+        self.settings, self.device, self.dtype = checked.settings, checked.device, checked.dtype
+        self.data: DataSet = checked.data
+        self.reference, self.measurement_shape = checked.reference, checked.measurement_shape
+        self.recon_kind, self.metrics_size = checked.recon_kind, checked.metrics_size
+        size = checked.size
         self.offline, prefetch = is_offline(cfg), prefetch_command(cfg)
         self.prior = build_prior(cfg.prior, self.device, self.dtype, offline=self.offline, prefetch=prefetch)
         self.size = prior_image_size(self.prior)
@@ -135,11 +183,12 @@ class Experiment:
                 f"set prior.image_size={self.size}"
             )
         check_pag_layers(self.prior, self.settings)
-        self.folder = TaskFolder(Path(str(cfg.out_dir)) / str(cfg.task.name))
+        self.folder, self.note = checked.folder, checked.note
         self.folder.claim(experiment_identity(cfg, self.settings, self.size))
         self.scorer = None
         #: the metric networks' weights: given, cached, or fetched now (None: the metric says why it is unavailable)
         self.metric_weights = metric_files(cfg, self.offline, prefetch)
+        metrics = cfg.metrics
         if metrics.enabled:
             self.scorer = ImageScorer(
                 self.metrics_size,
@@ -150,17 +199,23 @@ class Experiment:
             )
 
     # -- one batch --------------------------------------------------------------------------------------------
-    def restore(self, samples: list[Sample], labels: torch.Tensor) -> list[Restored]:
-        """Measure and restore ``labels`` (B, 3, H, W); raises ``DivergenceError``."""
+    def restore(self, samples: list[Sample], labels: torch.Tensor, on_step: Callable[[], None] | None = None):
+        """Measure and restore ``labels`` (B, 3, H, W); ``on_step()`` after every solver step. Raises
+        ``DivergenceError``."""
         cfg = self.cfg
         streams = image_streams(int(cfg.seed), [s.index for s in samples])
         operator = build_operator(cfg.task, self.size, streams.operator, self.reference).to(self.device)
         x = labels.to(self.device, self.dtype)
         y = operator.measure(x, streams.noise)
-        solver = build_solver(self.settings, cfg.solver, self.prior, operator, progress=bool(cfg.show_progress))
+        solver = build_solver(self.settings, cfg.solver, self.prior, operator, progress=False)  # the run's bar
         frames: list[list[torch.Tensor]] = [[] for _ in samples]
+        every = int(cfg.progress_every)
 
-        def keep_frame(info: StepInfo) -> None:
+        def step_done(info: StepInfo) -> None:
+            if on_step is not None:
+                on_step()
+            if not should_call(info.i, info.num_steps, every):
+                return
             x0_hat = info.x0_hat
             if self.prior.is_latent:
                 with torch.no_grad():
@@ -168,8 +223,7 @@ class Experiment:
             for b, frame in enumerate(x0_hat.detach().float().clamp(-1, 1).cpu()):
                 frames[b].append(frame)
 
-        every = int(cfg.progress_every)
-        recon = solver.restore(y, streams.sampler, callback=keep_frame if every > 0 else None, callback_every=every)
+        recon = solver.restore(y, streams.sampler, callback=step_done, callback_every=1)
         recon = recon.detach().float().cpu()
         pasted = paste(operator, recon, labels) if isinstance(operator, Inpainting) else None
         return [
@@ -265,6 +319,8 @@ def summarize(exp: Experiment, records: dict[str, dict[str, Any]], fid: MetricRe
         lpips["unavailable"] = notes[0].removeprefix("unavailable: ") if notes else "not computed"
     config = OmegaConf.to_container(exp.cfg, resolve=True)
     config.pop("hydra", None)
+    # the operator settings that ran, at the working size
+    config["task"] = task_as_run(exp.cfg.task, exp.size, exp.reference)
     return {
         "task": str(exp.cfg.task.name),
         "folder": str(exp.folder.root),
@@ -336,14 +392,95 @@ def one_line(summary: dict[str, Any]) -> str:
     )
 
 
+def dry_run(cfg: DictConfig) -> str:
+    """The resolved settings of ``cfg``, each with where it came from, and the folder: nothing is loaded or written."""
+    p = plan(cfg)
+    st, src = p.settings, p.settings.sources
+    lines = [f"dry run of {cfg.task.name} (nothing loaded or written):"]
+
+    def line(key: str, value: Any, source: str) -> None:
+        lines.append(f"  {key:<22} {value!s:<40} <- {source}")
+
+    line("step-size row", st.dataset, src["dataset"])
+    line("solver", st.solver, "solver.name")
+    for key, value in st.step_sizes.items():
+        line(f"solver.{key}", f"{value:g}", src[key])
+    line("solver.num_steps", st.num_steps, src["num_steps"])
+    if st.pag is None:
+        line("pag", "off", "pag.enabled=false and pag.scale unset or 0")
+    else:
+        line("pag.scale", f"{st.pag.scale:g}", src["pag.scale"])
+        line("pag.layers", ",".join(st.pag.layers), src["pag.layers"])
+    params = operator_params(cfg.task, p.size, p.reference)
+    line(f"task params at {p.size} px", params, f"conf/task/{cfg.task.name}.yaml")
+    line("seed", cfg.seed, "seed")
+    line("device / dtype", f"{p.device} / {cfg.dtype}", "device, dtype")
+    line("batch_size / threads", f"{cfg.batch_size} / {cfg.threads}", "batch_size, threads")
+    skipped = f" ({len(p.data.skipped)} files skipped)" if p.data.skipped else ""
+    lines.append(f"  data: {p.data.description}{skipped}")
+    finished = sum(1 for r in p.folder.read_records().values() if r["status"] in ("done", "failed"))
+    state = f"resumes: {finished} images have results" if finished else "new"
+    lines.append(f"  folder: {p.folder.root} ({state})")
+    if p.note:
+        lines.append(f"  warning: {p.note}")
+    return "\n".join(lines)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run the experiment of ``cfg`` (composed from ``conf/``); returns the summary (also in summary.json)."""
-    exp = Experiment(cfg)
-    folder, data = exp.folder, exp.data
+    """Run the experiment of ``cfg`` (composed from ``conf/``); returns the summary (also in summary.json).
+
+    ``dry_run=true``: log what would run (``dry_run``) and return ``{}``. Ctrl-C raises ``Interrupted`` saying
+    what finished. ``threads`` sets torch's CPU threads for the run (restored afterwards)."""
+    if bool(OmegaConf.select(cfg, "dry_run", default=False)):
+        report = dry_run(cfg)
+        print(report, flush=True)
+        return {}
+    checked = plan(cfg)
+    threads = torch.get_num_threads()
+    if cfg.get("threads") is not None:
+        torch.set_num_threads(int(cfg.threads))
+    try:
+        exp = Experiment(cfg, checked)
+        return _run(exp)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _hydra_files(folder: TaskFolder, cfg: DictConfig) -> logging.Handler | None:
+    """Under ``@hydra.main``: the composed config in ``.hydra/`` and a log file, written once the run is known to
+    be valid (``hydra.output_subdir`` is null and Hydra's job logging console-only, so a failed start writes
+    nothing). Returns the log handler to remove at the end."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    folder.root.mkdir(parents=True, exist_ok=True)
+    (folder.root / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(cfg, folder.root / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), folder.root / ".hydra" / "overrides.yaml")
+    handler = logging.FileHandler(folder.root / f"{hydra_cfg.job.name}.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def _run(exp: Experiment) -> dict[str, Any]:
+    handler = _hydra_files(exp.folder, exp.cfg)
+    try:
+        return _run_logged(exp)
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def _run_logged(exp: Experiment) -> dict[str, Any]:
+    cfg, folder, data = exp.cfg, exp.folder, exp.data
     log.info("%s", exp.settings.describe())
     log.info("data: %s; output: %s", data.description, folder.root)
-    if exp.scorer is not None and exp.scorer.lpips_model is None:
-        log.warning("LPIPS unavailable: %s", exp.scorer.lpips_reason)
+    if exp.note:
+        log.warning("%s", exp.note)
 
     records = folder.read_records()
     listing_skips = {s.name: s.reason for s in data.skipped}
@@ -363,52 +500,76 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if finished_before:
         log.info("resuming: %d of this shard's %d images already have results", finished_before, len(data.samples))
 
-    batch_size = int(cfg.batch_size)
-    bar = tqdm(total=len(pending), desc=str(cfg.task.name), unit="img", disable=not cfg.show_progress)
-    for start in range(0, len(pending), batch_size):
-        batch = pending[start : start + batch_size]
-        samples, labels = [], []
-        for sample in batch:
-            try:
-                labels.append(data.load(sample))
-                samples.append(sample)
-            except Exception as exc:  # decoding failed: skip the image, record why, go on
-                log.warning("skipping %s: cannot read %s (%s: %s)", sample.name, sample.source, type(exc).__name__, exc)
-                reason = f"unreadable image ({type(exc).__name__}: {exc})"
-                record = _skipped(sample.name, sample.index, reason, sample.source)
-                folder.write_record(record)
-                records[sample.name] = record
-                bar.update(1)
-        groups = [(samples, labels)] if samples else []
-        while groups:
-            group_samples, group_labels = groups.pop(0)
-            tic = time.perf_counter()
-            try:
-                results = exp.restore(group_samples, torch.stack(group_labels))
-            except DivergenceError as exc:
-                if len(group_samples) > 1:  # find which image diverged: each alone gives the same numbers
-                    groups = [([s], [x]) for s, x in zip(group_samples, group_labels)] + groups
-                    continue
-                log.warning("%s diverged: %s", group_samples[0].name, exc)
-                record = _failed(group_samples[0], exc, time.perf_counter() - tic)
-                folder.write_record(record)
-                records[record["name"]] = record
-                bar.update(1)
-                continue
-            seconds = (time.perf_counter() - tic) / len(results)
-            for result in results:
-                record = exp.save(result, seconds)
-                folder.write_record(record)
-                records[record["name"]] = record
-                bar.update(1)
-        folder.write_metrics_csv(_in_set(records, data).values())
-    bar.close()
+    try:
+        _restore_pending(exp, pending, records)
+    except KeyboardInterrupt:
+        finished = sum(1 for r in _in_set(folder.read_records(), data).values() if r["status"] in ("done", "failed"))
+        folder.write_metrics_csv(_in_set(folder.read_records(), data).values())
+        raise Interrupted(finished, data.total, folder.root) from None
 
     records = _in_set(folder.read_records(), data)  # other shards' results too
     folder.write_metrics_csv(records.values())
     summary = summarize(exp, records, compute_fid(exp, records))
     folder.write_summary(summary)
     log.info("%s", one_line(summary))
+    if summary["metrics"]["lpips"].get("unavailable"):
+        log.info("LPIPS unavailable: %s", summary["metrics"]["lpips"]["unavailable"])
     if summary["metrics"]["fid"].get("value") is None:
         log.info("FID unavailable: %s", summary["metrics"]["fid"]["unavailable"])
     return summary
+
+
+def _restore_pending(exp: Experiment, pending: list[Sample], records: dict[str, dict[str, Any]]) -> None:
+    """Restore, save and record ``pending`` batch by batch (``records`` is updated)."""
+    cfg, folder, data = exp.cfg, exp.folder, exp.data
+    batch_size = int(cfg.batch_size)
+    steps = exp.settings.num_steps
+    # one bar over the job, in image-steps, so it moves (and its ETA holds) while a batch of images is sampled;
+    # to a file or pipe it writes plain lines now and then rather than a redrawn line
+    interactive = sys.stderr.isatty()
+    with tqdm(
+        total=len(pending) * steps,
+        desc=f"{cfg.task.name} ({len(pending)} images x {steps} steps)",
+        unit="step",
+        disable=not cfg.show_progress,
+        mininterval=0.5 if interactive else 30,
+        ascii=not interactive,
+    ) as bar:
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
+            samples, labels = [], []
+            for sample in batch:
+                try:
+                    labels.append(data.load(sample))
+                    samples.append(sample)
+                except Exception as exc:  # decoding failed: skip the image, record why, go on
+                    reason = f"unreadable image ({type(exc).__name__}: {exc})"
+                    log.warning("skipping %s: cannot read %s (%s)", sample.name, sample.source, reason)
+                    record = _skipped(sample.name, sample.index, reason, sample.source)
+                    folder.write_record(record)
+                    records[sample.name] = record
+                    bar.update(steps)
+            groups = [(samples, labels)] if samples else []
+            while groups:
+                group_samples, group_labels = groups.pop(0)
+                tic = time.perf_counter()
+                try:
+                    advance = functools.partial(bar.update, len(group_samples))  # one step of each image
+                    results = exp.restore(group_samples, torch.stack(group_labels), advance)
+                except DivergenceError as exc:
+                    if len(group_samples) > 1:  # find which image diverged: each alone gives the same numbers
+                        groups = [([s], [x]) for s, x in zip(group_samples, group_labels)] + groups
+                        continue
+                    log.warning("%s diverged: %s", group_samples[0].name, exc)
+                    record = _failed(group_samples[0], exc, time.perf_counter() - tic)
+                    folder.write_record(record)
+                    records[record["name"]] = record
+                    bar.update(steps)
+                    continue
+                seconds = (time.perf_counter() - tic) / len(results)
+                for result in results:
+                    record = exp.save(result, seconds)
+                    folder.write_record(record)
+                    records[record["name"]] = record
+                    bar.update(steps)
+            folder.write_metrics_csv(_in_set(records, data).values())

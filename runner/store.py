@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_KINDS = ("input", "label", "recon", "pasted", "progress", "grid")
 CSV_COLUMNS = ("name", "index", "status", "psnr", "ssim", "lpips", "lpips_note", "seconds", "error")
+#: metrics.csv's lpips_note when LPIPS could not be computed (the reason is in summary.json, once)
+UNAVAILABLE_NOTE = "unavailable: see metrics.lpips.unavailable in summary.json"
 #: record statuses: done (restored and scored), failed (diverged), skipped (unreadable file)
 STATUSES = ("done", "failed", "skipped")
 
@@ -81,10 +83,11 @@ class TaskFolder:
         """Record ``experiment`` (the result-determining settings) or check it against the folder's.
 
         A folder holding results of different settings is refused, listing the differences, so that a rerun
-        never mixes two experiments in one table.
+        never mixes two experiments in one table. A folder with no finished image (an aborted start) is taken over.
         """
         path = self.experiment_json
-        if path.is_file():
+        finished = any(r["status"] in ("done", "failed") for r in self.read_records().values())
+        if path.is_file() and finished:
             stored = json.loads(path.read_text())
             old, new = _flatten(stored), _flatten(json.loads(json.dumps(experiment)))
             diffs = [
@@ -96,7 +99,7 @@ class TaskFolder:
                 raise SetupError(
                     f"{self.root} holds results of different settings:\n  "
                     + "\n  ".join(diffs[:20])
-                    + "\nResume with the folder's settings, or write elsewhere: tag=_<variant> or out_dir=<folder> "
+                    + "\nResume with the folder's settings, or write elsewhere: out_dir=<folder> or tag=_<variant> "
                     "(or delete the folder to start over)"
                 )
             return
@@ -130,13 +133,17 @@ class TaskFolder:
 
     # -- tables ---------------------------------------------------------------------------------------------
     def write_metrics_csv(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """One row per record, images in index order, then skipped files by name."""
+        """One row per record, images in index order, then skipped files by name; an unavailable LPIPS is noted
+        briefly (``UNAVAILABLE_NOTE``), its reason being in ``summary.json``."""
         rows = sorted(records, key=lambda r: (r.get("index") is None, r.get("index") or 0, r["name"]))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
+            row = {k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS}
+            if str(row["lpips_note"]).startswith("unavailable: "):  # the same long reason in every row: say it once
+                row["lpips_note"] = UNAVAILABLE_NOTE
+            writer.writerow(row)
         write_text(self.metrics_csv, buffer.getvalue())
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Metrics on an existing output folder: PSNR / SSIM / LPIPS per image (recon vs label) and FID over the set.
 
-    python scripts/evaluate.py results/ffhq_adm_ffhq_dps_pag1_seed0/box_inpaint
+    python scripts/evaluate.py results/ffhq_adm_ffhq_dps_1000steps_pag1_seed0_<hash>/box_inpaint
     python scripts/evaluate.py <task folder> --lpips-net vgg --lpips-weights ~/weights/vgg16-397923af.pth
     python scripts/evaluate.py <task folder> --fid-weights ~/weights/pt_inception-2015-12-05-6726825d.pth
 

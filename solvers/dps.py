@@ -1,6 +1,7 @@
 """DPS: Diffusion Posterior Sampling (Chung et al., ICLR 2023) over a pixel-space prior, with optional PAG.
 
-Per step, with x_t requiring grad (DPS paper Algorithm 1; DPS2022/diffusion-posterior-sampling):
+Per step, with x_t requiring grad (Chung et al. 2023, Algorithm 1; DPS2022/diffusion-posterior-sampling
+``guided_diffusion/condition_methods.py``, ``PosteriorSampling``):
     eps, v          = prior(x_t, t)                                   (+ eps_perturbed for PAG)
     x0_hat          = sqrt(1/abar_t) x_t - sqrt(1/abar_t - 1) eps,   clamped to [-1, 1]
     x'_{t-1}        = DDPM ancestral step from (x_t, x0 of eps_guided, learned variance)

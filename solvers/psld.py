@@ -1,6 +1,7 @@
 """PSLD: Posterior Sampling with Latent Diffusion (Rout et al., NeurIPS 2023), with optional PAG.
 
-Per DDIM step, with z_t requiring grad (PSLD paper Algorithm 2; LituRout/PSLD):
+Per DDIM step, with z_t requiring grad (Rout et al. 2023; LituRout/PSLD
+``stable-diffusion/ldm/models/diffusion/psld.py``, PAG as in Min-Jaewon/PSLD_PAG):
     eps             = unet(z_t, t)                                    (+ eps_perturbed for PAG)
     z0_hat          = (z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)
     z'_{t-1}        = DDIM step (eta = 0 by default) with eps_guided

@@ -1,7 +1,8 @@
 """Strict loading (and saving) of ADM checkpoints.
 
 DPS wraps its checkpoint loading in ``try/except`` and carries on with random weights when it fails
-(a **quirk** of the DPS reference code). Here every failure raises ``CheckpointError`` saying which file, which preset,
+(**quirk**: DPS2022/diffusion-posterior-sampling ``guided_diffusion/unet.py``, ``create_model``). Here every
+failure raises ``CheckpointError`` saying which file, which preset,
 and which keys are missing, unexpected or of the wrong shape.
 """
 

@@ -68,7 +68,8 @@ PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     }
 )
 
-# PAG's perturbed self-attention layers per preset and use (PAG paper App. 0.A.1 and Table 7).
+# PAG's perturbed self-attention layers per preset and use (PAG paper App. 0.A.1 and Table 7; layer
+# names as in openai/guided-diffusion ``guided_diffusion/unet.py``).
 # ``dps``: DPS + PAG; ``sampling``: unconditional / class-conditional generation.
 # The paper lists ``input_blocks.9.1, middle_block.1, output_blocks.2.1`` for DPS on ImageNet, but in the
 # 256x256 ImageNet UNet ``input_blocks.9`` is the ResBlock that downsamples 64 -> 32 px and has no ``.1``

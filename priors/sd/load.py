@@ -15,7 +15,9 @@ Components are loaded one by one (``from_pretrained(folder, subfolder=...)``); n
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import os
 import re
 from functools import partial
@@ -25,6 +27,8 @@ import torch
 from torch import nn
 
 from .prior import StableDiffusionPrior, as_dtype
+
+log = logging.getLogger(__name__)
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 NULL_EMBEDDING_FILE = "null_embedding.safetensors"
@@ -165,8 +169,13 @@ def _load_folder(folder: Path, dtype, variant, keep_text_encoder, **options) -> 
             f"{', '.join(m + '/config.json' for m in missing)} (found: {', '.join(present) or 'nothing'}). "
             f"Expected layout:\n{_LAYOUT}"
         )
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, variant=variant)
-    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, variant=variant)
+    # without accelerate diffusers warns once per component that low_cpu_mem_usage is unavailable: say it once
+    low_cpu = importlib.util.find_spec("accelerate") is not None
+    if not low_cpu:
+        log.info("accelerate is not installed: loading without low_cpu_mem_usage (pip install accelerate: faster)")
+    kwargs = {"torch_dtype": dtype, "variant": variant, "low_cpu_mem_usage": low_cpu}
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kwargs)
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kwargs)
     has_text = (folder / "text_encoder").is_dir() and (folder / "tokenizer").is_dir()
     return _assemble(
         unet,

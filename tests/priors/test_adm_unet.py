@@ -28,7 +28,7 @@ def inputs(batch: int = 2, size: int = 32, seed: int = 1) -> tuple[torch.Tensor,
     return torch.randn(batch, 3, size, size, generator=g), torch.tensor([3, 871][:batch] + [500] * (batch - 2))
 
 
-# --- state-dict tables (SPEC section 3; shapes derived from guided-diffusion's unet.py) -----------------
+# --- state-dict tables (openai/guided-diffusion checkpoints; shapes derived from guided-diffusion's unet.py) ---
 
 
 def test_ffhq_256_state_dict_table():

@@ -8,7 +8,7 @@ from diffusers.models.attention_processor import PAGIdentitySelfAttnProcessor2_0
 import priors
 from priors.sd import IdentitySelfAttnProcessor, random_sd_prior
 
-PSLD_PAG_LAYER = "input_blocks.8.1.transformer_blocks.0.attn1"  # SPEC 5: down_blocks.2.attentions.1...attn1
+PSLD_PAG_LAYER = "input_blocks.8.1.transformer_blocks.0.attn1"  # PSLD_PAG: down_blocks.2.attentions.1...attn1
 PSLD_PAG_PATH = "down_blocks.2.attentions.1.transformer_blocks.0.attn1"
 
 

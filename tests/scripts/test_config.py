@@ -1,11 +1,12 @@
 """Config composition: the paper's step sizes and PAG settings are selected for every solver x dataset x task,
 command-line values win, incompatible combinations fail with the valid choices. Expected numbers are typed in
-from SPEC.md section 5 (PAG paper Tables 5 and 7), independently of conf/steps/paper.yaml."""
+from the PAG paper's Tables 5 and 7, independently of conf/steps/paper.yaml."""
 
 from __future__ import annotations
 
 import copy
 import functools
+import re
 
 import pytest
 import yaml
@@ -97,7 +98,7 @@ def test_dps_table_7(dataset, task):
 
 
 def test_imagenet_dps_layers_are_the_ones_that_exist():
-    # the paper lists input_blocks.9.1 too, which the ImageNet UNet does not have (SPEC section 3)
+    # the paper lists input_blocks.9.1 too, which guided-diffusion's 256x256 unconditional UNet does not have
     guided = table_settings("adm_imagenet", "imagenet", "box_inpaint", pag__enabled=True)
     assert guided.pag.layers == PAG_LAYERS["imagenet_256_uncond"]["dps"]
 
@@ -143,7 +144,7 @@ def test_the_documented_sd15_command_composes():
     cfg = compose("task=motion_deblur", "prior=sd15", "pag.scale=5")
     s = resolve_settings(cfg)
     assert (s.solver, s.pag.scale) == ("psld", 5.0)
-    assert cfg.name == "demo_sd15_psld_pag5_seed0"
+    assert re.fullmatch(r"demo_sd15_psld_250steps_pag5_seed0_[0-9a-f]{8}", cfg.name)  # demo data: the shapes row
 
 
 def test_pag_switches():
@@ -158,9 +159,55 @@ def test_pag_switches():
 
 def test_output_folder_is_a_function_of_the_config():
     cfg = compose("prior=adm_ffhq", "data=ffhq", "task=sr8", "pag.enabled=true", "seed=3")
-    assert cfg.out_dir == "results/ffhq_adm_ffhq_dps_pag1_seed3"
-    assert compose("tag=_zeta05").name.endswith("_seed0_zeta05")
+    assert re.fullmatch(r"results/ffhq_adm_ffhq_dps_1000steps_pag1_seed3_[0-9a-f]{8}", cfg.out_dir)
+    assert compose("tag=_zeta05").name.endswith("_zeta05")
     assert compose("data=folder", "data.path=/somewhere/celeba").name.startswith("folder_celeba_tiny_adm")
+
+
+def _hash(name: str) -> str:
+    return name.rsplit("_", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "solver.zeta=0.5",
+        "solver.clip_x0=false",
+        "pag.layers=[middle_block.1]",
+        "pag.adaptive_scale=0.1",
+        "dtype=float64",
+    ],
+)
+def test_every_setting_that_changes_results_changes_the_folder(override):
+    base = compose("pag.scale=1")
+    other = compose("pag.scale=1", override)
+    readable = lambda name: name.rsplit("_", 1)[0]  # noqa: E731
+    assert readable(other.name) == readable(base.name) and _hash(other.name) != _hash(base.name)
+
+
+@pytest.mark.parametrize(
+    "override", ["batch_size=2", "data.limit=2", "max_images=1", "show_progress=false", "threads=1", "device=cpu"]
+)
+def test_settings_that_do_not_change_results_keep_the_folder(override):
+    assert compose(override).out_dir == compose().out_dir
+
+
+def test_task_folder_gets_a_hash_only_for_changed_task_settings():
+    assert runner.task_dir(compose("task=box_inpaint")).name == "box_inpaint"
+    changed = compose("task=box_inpaint", "task.resolutions.32.hole=12")
+    assert re.fullmatch(r"box_inpaint_[0-9a-f]{8}", runner.task_dir(changed).name)
+    assert changed.name == compose("task=box_inpaint").name  # the experiment folder is shared across tasks
+
+
+def test_the_step_row_follows_the_prior():
+    own_photos = table_settings("tiny_adm", "folder", "box_inpaint", pag__enabled=True)
+    assert (own_photos.dataset, own_photos.sources["dataset"]) == ("shapes", "prior.domain")
+    assert own_photos.num_steps == 250 and own_photos.pag.layers == ("input_blocks.4.1",)  # the shapes row
+    assert table_settings("adm_imagenet", "folder", "box_inpaint").dataset == "imagenet"
+    sd = table_settings("sd15", "imagenet", "box_inpaint", pag__enabled=True)  # SD1.5: the data's row (Table 5)
+    assert (sd.dataset, sd.sources["dataset"], sd.step_sizes["omega"]) == ("imagenet", "data.dataset", 0.5)
+    forced = table_settings("tiny_adm", "demo", "box_inpaint", pag__enabled=True, steps__row="ffhq")
+    assert (forced.dataset, forced.sources["dataset"], forced.num_steps) == ("ffhq", "steps.row", 1000)
 
 
 def test_auto_solver_follows_the_prior():

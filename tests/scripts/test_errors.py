@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from PIL import Image
 
 import runner
 from runner import SetupError
@@ -23,9 +24,12 @@ def test_missing_ffhq_checkpoint_from_the_command_line(script, tmp_path):
 
 def test_missing_imagenet_checkpoint(monkeypatch, tmp_path):
     monkeypatch.setenv("ADM_CHECKPOINTS", str(tmp_path / "ckpts"))
+    images = tmp_path / "val"  # one usable image: an empty folder is refused first (it is checked before the prior)
+    images.mkdir()
+    Image.new("RGB", (256, 256), "gray").save(images / "a.png")
     with pytest.raises(SetupError) as info:
         runner.run(
-            runner.compose("prior=adm_imagenet", "data=imagenet", f"data.path={tmp_path}", f"results_root={tmp_path}")
+            runner.compose("prior=adm_imagenet", "data=imagenet", f"data.path={images}", f"results_root={tmp_path}")
         )
     assert str(tmp_path / "ckpts" / "256x256_diffusion_uncond.pt") in str(info.value)
     assert "openaipublic.blob.core.windows.net" in str(info.value)

@@ -4,6 +4,7 @@ outputs, labels at the evaluation size straight from the source image, the repro
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +136,8 @@ def test_psld_reference_upsamples_the_data_with_nearest(tiny_sd_folder, tmp_path
 def test_pag_interval_from_the_config():
     settings = runner.resolve_settings(runner.compose("pag.scale=2", "pag.interval=[0,500]"))
     assert settings.pag.interval == (0.0, 500.0) and settings.to_dict()["pag"]["interval"] == [0.0, 500.0]
-    assert runner.compose("pag.scale=2", "pag.interval=[0,500]").name == "demo_tiny_adm_dps_pag2i0-500_seed0"
+    name = runner.compose("pag.scale=2", "pag.interval=[0,500]").name
+    assert re.fullmatch(r"demo_tiny_adm_dps_250steps_pag2i0-500_seed0_[0-9a-f]{8}", name)
     for bad in ("[5]", "[600,200]"):
         with pytest.raises(runner.SetupError, match="interval"):
             runner.resolve_settings(runner.compose("pag.scale=2", f"pag.interval={bad}"))

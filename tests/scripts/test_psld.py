@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from runner import read_metrics_csv
 @pytest.mark.parametrize("task", ["box_inpaint", "sr4"])
 def test_psld_end_to_end(run_fast, tiny_sd_folder, steps_table, task):
     cfg, summary = run_fast("prior=tiny_sd", f"prior.source={tiny_sd_folder}", f"task={task}", "pag.enabled=true")
-    assert cfg.solver.name == "psld" and cfg.name == "demo_tiny_sd_psld_pag4_seed0"
+    assert cfg.solver.name == "psld" and re.fullmatch(r"demo_tiny_sd_psld_3steps_pag4_seed0_[0-9a-f]{8}", cfg.name)
     settings = summary["settings"]
     # ours, not the paper's: the shapes row of the PSLD table
     row = steps_table["psld"]["shapes"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,8 @@ def check_task_folder(task_dir: Path, names: list[str], measurement_size: int, f
         assert png(task_dir / "input" / f"{name}.png").shape == (measurement_size, measurement_size, 3)
         assert png(task_dir / "progress" / f"{name}.png").shape == (32, 32 * frames + 2 * (frames - 1), 3)
         tiles = 3 + frames  # label | input | recon | progress frames, 2 px apart
-        assert png(task_dir / "grid" / f"{name}.png").shape == (32, 32 * tiles + 2 * (tiles - 1), 3)
+        # under a 14 px strip of column labels
+        assert png(task_dir / "grid" / f"{name}.png").shape == (14 + 32, 32 * tiles + 2 * (tiles - 1), 3)
         assert json.loads((task_dir / "records" / f"{name}.json").read_text())["status"] == "done"
     rows = read_metrics_csv(task_dir / "metrics.csv")
     assert [r["name"] for r in rows] == names
@@ -68,7 +70,8 @@ def check_summary(summary: dict, rows: list[dict], images: int) -> None:
 def test_every_task_end_to_end(run_tiny, steps_table, task):
     cfg, summary = run_tiny(f"task={task}")
     task_dir = Path(cfg.out_dir) / task
-    assert task_dir == Path(cfg.results_root) / "demo_tiny_adm_dps_pag0_seed0" / task
+    assert task_dir.parent.parent == Path(cfg.results_root)
+    assert re.fullmatch(r"demo_tiny_adm_dps_3steps_pag0_seed0_[0-9a-f]{8}", task_dir.parent.name)
     names = ["shapes_test_00000", "shapes_test_00001"]
     rows = check_task_folder(task_dir, names, measurement_size=8 if task == "sr4" else 32, frames=3)
     check_summary(summary, rows, images=2)
@@ -81,7 +84,7 @@ def test_every_task_end_to_end(run_tiny, steps_table, task):
 def test_pag_run_and_the_measurement_files(run_tiny, steps_table):
     cfg, summary = run_tiny("task=box_inpaint", "pag.enabled=true", "data.limit=1")
     task_dir = Path(cfg.out_dir) / "box_inpaint"
-    assert cfg.name == "demo_tiny_adm_dps_pag1_seed0"
+    assert re.fullmatch(r"demo_tiny_adm_dps_3steps_pag1_seed0_[0-9a-f]{8}", cfg.name)
     row = steps_table["dps"]["shapes"]
     assert summary["settings"]["pag"]["layers"] == row["pag_layers"] == ["input_blocks.4.1"]
     assert summary["settings"]["pag"]["scale"] == row["tasks"]["box_inpaint"]["pag_scale"] == 1.0
@@ -129,11 +132,17 @@ def test_restore_script_like_a_user(tiny_checkpoint, tmp_path, script):
     ]
     result = script("restore.py", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    task_dir = results / "demo_tiny_adm_dps_pag2_seed0" / "sr4"
+    (task_dir,) = results.glob("demo_tiny_adm_dps_2steps_pag2_seed0_*/sr4")  # plus the hash of the other settings
     assert (task_dir / ".hydra" / "config.yaml").is_file()  # Hydra's run dir is the task folder
     assert len(read_metrics_csv(task_dir / "metrics.csv")) == 2
     assert not (task_dir / "progress").exists()
-    assert "sr4: 2/2 done, 0 failed, 0 skipped" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "sr4: 2/2 done, 0 failed, 0 skipped" in output
+    # to a pipe: one plain progress bar over image-steps (no cursor-movement escape codes), the LPIPS reason once
+    assert "\x1b[" not in output and "sr4 (2 images x 2 steps)" in result.stderr
+    assert output.count("LPIPS unavailable: ") == 1
+    rows = read_metrics_csv(task_dir / "metrics.csv")
+    assert {r["lpips_note"] for r in rows} == {"unavailable: see metrics.lpips.unavailable in summary.json"}
 
 
 def test_multirun_gives_one_folder_per_job(tiny_checkpoint, tmp_path, script):
@@ -152,12 +161,14 @@ def test_multirun_gives_one_folder_per_job(tiny_checkpoint, tmp_path, script):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     folders = sorted(str(p.parent.relative_to(results)) for p in results.glob("*/*/summary.json"))
-    assert folders == [
-        "demo_tiny_adm_dps_pag0_seed0/box_inpaint",
-        "demo_tiny_adm_dps_pag0_seed0/sr4",
-        "demo_tiny_adm_dps_pag0_seed1/box_inpaint",
-        "demo_tiny_adm_dps_pag0_seed1/sr4",
+    # the tasks of one seed share the experiment folder (its hash leaves out the task: that is the sub-folder)
+    assert [re.sub("_[0-9a-f]{8}/", "_<hash>/", f) for f in folders] == [
+        "demo_tiny_adm_dps_1steps_pag0_seed0_<hash>/box_inpaint",
+        "demo_tiny_adm_dps_1steps_pag0_seed0_<hash>/sr4",
+        "demo_tiny_adm_dps_1steps_pag0_seed1_<hash>/box_inpaint",
+        "demo_tiny_adm_dps_1steps_pag0_seed1_<hash>/sr4",
     ]
-    seed0 = png(results / "demo_tiny_adm_dps_pag0_seed0/sr4/recon/shapes_test_00000.png")
-    seed1 = png(results / "demo_tiny_adm_dps_pag0_seed1/sr4/recon/shapes_test_00000.png")
+    assert folders[0].split("/")[0] == folders[1].split("/")[0]
+    seed0 = png(results / folders[1] / "recon/shapes_test_00000.png")  # sr4, seed 0
+    seed1 = png(results / folders[3] / "recon/shapes_test_00000.png")  # sr4, seed 1
     assert not np.array_equal(seed0, seed1)

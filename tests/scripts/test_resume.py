@@ -62,13 +62,14 @@ def test_resume_after_interruption_equals_a_clean_run(run_tiny, monkeypatch):
 
 
 def test_a_folder_with_other_settings_is_refused(run_tiny):
-    run_tiny("data.limit=1")
+    mine = "out_dir=${results_root}/mine"  # an explicit folder: other settings are not given their own
+    run_tiny("data.limit=1", mine)
     with pytest.raises(SetupError) as info:
-        run_tiny("data.limit=1", "solver.zeta=0.5")
+        run_tiny("data.limit=1", "solver.zeta=0.5", mine)
     message = str(info.value)
     assert "settings.step_sizes" not in message and "settings.zeta: folder has 1.0, this run 0.5" in message
-    assert "tag=" in message
-    run_tiny("data.limit=1", "solver.zeta=0.5", "tag=_zeta05")  # a variant goes to its own folder
+    assert "tag=" in message and "out_dir=" in message
+    run_tiny("data.limit=1", "solver.zeta=0.5")  # without out_dir= the variant goes to its own folder
 
 
 def test_a_smaller_limit_reports_only_its_images(run_tiny):
@@ -97,17 +98,30 @@ def test_batch_size_does_not_change_the_results(run_tiny):
     for name in NAMES:
         a = np.asarray(Image.open(task_dir(single_cfg) / "recon" / f"{name}.png")).astype(int)
         b = np.asarray(Image.open(task_dir(batched_cfg) / "recon" / f"{name}.png")).astype(int)
-        assert np.abs(a - b).max() <= 1  # float32 batched kernels may round differently: at most one 8-bit level
+        assert np.abs(a - b).max() <= 1  # one image vs a batch: other float32 kernels may round differently
     assert batched["metrics"]["psnr"]["mean"] == pytest.approx(single["metrics"]["psnr"]["mean"], abs=0.05)
+
+
+@pytest.mark.slow
+def test_batch_size_does_not_change_the_demo_at_the_default_step_count(tmp_path):
+    """README's statement, at the settings a user runs: the demo (shipped tiny prior, 250 steps, threads=1) with
+    batch_size=8 and batch_size=2 writes byte-identical recon files (batch_size=1 runs other kernels: see above)."""
+    folders = []
+    for batch_size in (8, 2):
+        cfg = runner.compose(f"results_root={tmp_path / str(batch_size)}", f"batch_size={batch_size}")
+        assert runner.run(cfg)["counts"]["done"] == 4 and runner.resolve_settings(cfg).num_steps == 250
+        folders.append(runner.task_dir(cfg))
+    for path in sorted((folders[0] / "recon").glob("*.png")):
+        assert path.read_bytes() == (folders[1] / "recon" / path.name).read_bytes()
 
 
 def test_divergence_marks_the_image_failed_and_the_run_goes_on(run_tiny, monkeypatch):
     original = runner.Experiment.restore
 
-    def diverge_on_image_0(self, samples, labels):
+    def diverge_on_image_0(self, samples, labels, *args):
         if any(s.index == 0 for s in samples):
             raise DivergenceError(step=1, timestep=500, samples=[0])
-        return original(self, samples, labels)
+        return original(self, samples, labels, *args)
 
     monkeypatch.setattr(runner.Experiment, "restore", diverge_on_image_0)
     cfg, summary = run_tiny("data.limit=3", "batch_size=2")
@@ -175,7 +189,9 @@ def test_real_samples(run_tiny, real_samples_dir):
     files = sorted(p for p in real_samples_dir.iterdir() if p.is_file())
     assert summary["counts"] == {"images": len(files), "done": len(files), "failed": 0, "skipped": 0, "remaining": 0}
     folder = task_dir(cfg)
-    assert cfg.data.dataset == "ffhq" and summary["settings"]["dataset"] == "ffhq"
+    # photos (data.dataset ffhq) with the tiny prior: the step sizes of the prior's row, shapes
+    assert cfg.data.dataset == "ffhq" and summary["settings"]["dataset"] == "shapes"
+    assert summary["settings"]["sources"]["dataset"] == "prior.domain"
     for path in files:
         label = np.asarray(Image.open(folder / "label" / f"{path.stem}.png"))
         # independent check: PIL's antialiased bicubic 256 -> 32 of the RGB image (the RGBA files are opaque)

@@ -60,7 +60,7 @@ def test_shared_prefix_equals_full_perturbed_pass(prior):
 
 
 def test_dps_pag_step_by_hand(prior, problem):
-    """One DPS+PAG step against the SPEC formulas evaluated from separate forward passes."""
+    """One DPS+PAG step against the DPS (Algorithm 1) and PAG (paper Sec. 4) formulas, from separate forward passes."""
     op, y = problem
     zeta, s = 0.7, 2.0
     solver = DPS(prior, op, zeta=zeta, num_steps=10, pag=PAG(s, LAYERS), progress=False)
