@@ -11,18 +11,28 @@ from typing import Any
 from imaging import read_png
 
 from .result import MetricResult
-from .scoring import ImageScorer, describe, fid_between_files, paired_pngs
+from .scoring import ImageScorer, describe, distribution_between_files, paired_pngs
+
+
+def _run_metrics(task_dir: Path) -> dict[str, Any]:
+    summary = task_dir / "summary.json"
+    if not summary.is_file():
+        return {}
+    try:
+        metrics = json.loads(summary.read_text()).get("metrics", {})
+    except ValueError:
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
 
 
 def run_size(task_dir: Path) -> int | None:
     """The evaluation size a run recorded in its ``summary.json`` (``metrics.size``), else None."""
-    summary = task_dir / "summary.json"
-    if not summary.is_file():
-        return None
-    try:
-        return json.loads(summary.read_text()).get("metrics", {}).get("size")
-    except (ValueError, AttributeError):
-        return None
+    return _run_metrics(Path(task_dir)).get("size")
+
+
+def run_features(task_dir: Path) -> str | None:
+    """The FID/KID feature extractor a run was configured with (``metrics.features`` in summary.json), else None."""
+    return _run_metrics(Path(task_dir)).get("features")
 
 
 def evaluate_folder(
@@ -35,9 +45,13 @@ def evaluate_folder(
     fid: bool = True,
     fid_weights: str | None = None,
     fid_dims: int = 2048,
+    features: str = "inception",
+    kid_subsets: int = 100,
+    kid_subset_size: int | None = None,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Per-image PSNR/SSIM/LPIPS of ``recon/`` vs ``label/`` and the set's FID: ``{"rows", "summary"}``."""
+    """Per-image PSNR/SSIM/LPIPS of ``recon/`` vs ``label/`` and the set's FID / KID on ``features``:
+    ``{"rows", "summary"}`` (``fid_weights``: the feature network's weights file, default the extractor's own)."""
     task_dir = Path(task_dir)
     pairs = paired_pngs(task_dir / "recon", task_dir / "label")
     if not pairs:
@@ -55,17 +69,21 @@ def evaluate_folder(
         scores = scorer(read_png(recon_path)[None], read_png(label_path)[None])[0]
         rows.append({"name": name, **scores})
     if fid:
-        fid_result = fid_between_files(
+        distribution = distribution_between_files(
             [r for _, r, _ in pairs],
             [lb for _, _, lb in pairs],
+            features=features,
             size=size,
             weights=fid_weights,
             dims=fid_dims,
             device=device,
             setting="--fid-weights",
+            kid_subsets=kid_subsets,
+            kid_subset_size=kid_subset_size,
         )
     else:
-        fid_result = MetricResult.unavailable("fid", "disabled (--no-fid)")
+        off = "disabled (--no-fid)"
+        distribution = {m: MetricResult.unavailable(m, off, extractor=features) for m in ("fid", "kid")}
     summary = {
         "folder": str(task_dir),
         "count": len(rows),
@@ -75,6 +93,8 @@ def evaluate_folder(
         "lpips": describe([r["lpips"] for r in rows])
         | ({} if scorer.lpips_model is not None else {"unavailable": scorer.lpips_reason}),
         "lpips_net": lpips_net,
-        "fid": fid_result.to_dict(),
+        "features": distribution["fid"].details.get("extractor", features),
+        "fid": distribution["fid"].to_dict(),
+        "kid": distribution["kid"].to_dict(),
     }
     return {"rows": rows, "summary": summary}
