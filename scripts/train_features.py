@@ -143,8 +143,11 @@ def main(argv: list[str] | None = None) -> None:
                 log.write(f"{step},{epoch},{loss.item():.5f},{time.time() - start:.1f}\n")
                 log.flush()
         accuracy = evaluate(model, *heldout)
-        print(f"epoch {epoch + 1}/{args.epochs} step {step} loss {loss.item():.4f} {time.time() - start:.0f}s "
-              + " ".join(f"{k} {v:.3f}" for k, v in accuracy.items()), flush=True)
+        print(
+            f"epoch {epoch + 1}/{args.epochs} step {step} loss {loss.item():.4f} {time.time() - start:.0f}s "
+            + " ".join(f"{k} {v:.3f}" for k, v in accuracy.items()),
+            flush=True,
+        )
     train = {
         "steps": step,
         "epochs": args.epochs,

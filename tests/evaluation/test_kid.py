@@ -49,7 +49,6 @@ def test_kid_is_zero_on_the_same_distribution_and_positive_on_a_shifted_one():
     assert shifted > 5 * shifted_std > 0
 
 
-
 def test_kid_of_identical_sets_is_the_o_1_over_m_overlap_term():
     # X = Y (one subset of all m): (Kxx_offdiag + Kyy_offdiag) / (m (m - 1)) - 2 (Kxx_offdiag + Kxx_diag) / m^2
     # = (2 / m) (mean off-diagonal kernel - mean diagonal kernel): 0 up to O(1/m), where FID is exactly 0
