@@ -182,7 +182,11 @@ def unconditional(args, prior, distribution: Distribution | None) -> tuple[dict,
         pag = PAG(scale, layers) if scale > 0 else None
         gens = image_streams(args.seed, range(n)).sampler
         start, chunks = time.time(), []
-        for i in range(0, n, args.sample_batch):
+        key = f"{args.prior}_s{scale:g}_{steps}steps_n{n}_seed{args.seed}_{'-'.join(layers)}_{'_'.join(args.override)}"
+        cached = args.sample_cache / f"{key}.pt" if args.sample_cache else None
+        if cached is not None and cached.is_file():  # the same samples, drawn by an earlier run of this command
+            chunks = [torch.load(cached)]
+        for i in range(sum(len(c) for c in chunks), n, args.sample_batch):
             chunks.append(
                 sample(
                     prior,
@@ -194,6 +198,9 @@ def unconditional(args, prior, distribution: Distribution | None) -> tuple[dict,
                 )
             )
         images = torch.cat(chunks)
+        if cached is not None and not cached.is_file():
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(images, cached)
         label = "no PAG" if scale == 0 else f"PAG s={scale:g}"
         pictures.append(images[: args.samples])
         if distribution is not None and args.unconditional:
@@ -232,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample-scales", default=None, help="PAG scales of the samples (default: 0 and --scales)")
     parser.add_argument("--sample-steps", type=int, default=0, help="sampling steps (0: the table's num_steps)")
     parser.add_argument("--sample-batch", type=int, default=32)
+    parser.add_argument("--sample-cache", type=Path, default=None, help="keep / reuse the samples in this folder")
     parser.add_argument("--features", default="shapes", help="KID/FID features (none: no distribution metrics)")
     parser.add_argument("--reference", type=int, default=1000, help="reference data images for KID/FID")
     parser.add_argument("--threads", type=int, default=0)
