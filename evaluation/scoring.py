@@ -122,7 +122,10 @@ def distribution_between_files(
         features_recon, features_label = extractor(images(recon_paths)), extractor(images(label_paths))
     except MetricUnavailable as exc:
         return {m: MetricResult.unavailable(m, str(exc), extractor=name) for m in ("fid", "kid")}
-    fid = MetricResult("fid", fid_from_features(features_recon, features_label), details={"extractor": name})
+    try:
+        fid = MetricResult("fid", fid_from_features(features_recon, features_label), details={"extractor": name})
+    except ValueError as exc:  # pytorch-fid: a covariance square root with a large imaginary part (tiny sets)
+        fid = MetricResult.unavailable("fid", f"Frechet distance failed: {exc}", extractor=name)
     mean, std, subset_size = kid_from_features(
         features_recon, features_label, subsets=kid_subsets, subset_size=kid_subset_size, seed=kid_seed
     )
