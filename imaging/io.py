@@ -1,6 +1,6 @@
 """Reading images into [-1, 1] tensors and writing them back as 8-bit PNGs, atomically.
 
-Conventions (SPEC section 6):
+Conventions:
 - ``load_image`` converts any PIL mode to RGB (``to_rgb``), resizes the shorter side to ``size`` and centre-crops
   (``resize_center_crop``) with PIL's bicubic filter, which is antialiased when downsampling (its support grows
   with the scale factor) and plain bicubic when upsampling. PSLD's reference upsamples 256 -> 512 with nearest

@@ -5,78 +5,90 @@ Layers are named by their module path in the network (``input_blocks.9.1``, ``mi
 (diffusers' regex matching turns ``blocks.1`` into ``blocks.1`` *and* ``blocks.10``). A name that points to a
 container (``mid_block.attentions.0``) stands for every self-attention layer below it. Stable Diffusion
 UNets also accept the LDM names used in the papers (``input_blocks.8.1`` ...), see ``priors.sd.layers``.
+
+This module knows no concrete network: an ``AttentionKind`` says which modules are self-attention layers, how one
+is switched to the identity map, and which alternative names the network's layers have. A prior (or a network)
+declares its kind as ``attention_kind`` (``priors.adm`` for ADM UNets); a network that cannot carry the attribute
+(a diffusers UNet) is matched by the kinds registered with ``register_attention_kind`` (``priors.sd`` registers
+diffusers' when imported).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Protocol, runtime_checkable
 
 from torch import nn
 
 
-def _adm_attention_type():
-    try:
-        from .adm.unet import AttentionBlock
-    except ModuleNotFoundError as err:  # a checkout without the ADM UNet: no ADM layers to match
-        if err.name != f"{__package__}.adm.unet":
-            raise
-        return ()  # isinstance(x, ()) is False
-    return AttentionBlock
+@runtime_checkable
+class AttentionKind(Protocol):
+    """How one family of networks' self-attention layers are found and perturbed."""
+
+    def is_self_attention(self, module: nn.Module) -> bool:
+        """Whether ``module`` is a self-attention layer PAG may perturb."""
+        ...
+
+    def perturb(self, module: nn.Module) -> Callable[[], None]:
+        """Switch ``module`` to the identity attention map; return the function that undoes it."""
+        ...
+
+    def aliases(self, network: nn.Module) -> dict[str, str]:
+        """Alternative layer names accepted for ``network`` -> canonical module paths (may be empty)."""
+        ...
 
 
-def _diffusers_attention_type():
-    # A module can only be a diffusers Attention if diffusers is already imported: checking sys.modules
-    # first keeps ADM-only use from paying diffusers' multi-second import.
-    if "diffusers" not in sys.modules:
-        return None
-    from diffusers.models.attention_processor import Attention
-
-    return Attention
+_REGISTERED: list[AttentionKind] = []
 
 
-def _is_self_attention(module: nn.Module) -> bool:
-    if isinstance(module, _adm_attention_type()):
-        return True
-    attention = _diffusers_attention_type()
-    return attention is not None and isinstance(module, attention) and not module.is_cross_attention
+def register_attention_kind(kind: AttentionKind) -> None:
+    """Make ``kind`` known for networks that do not declare an ``attention_kind`` (idempotent)."""
+    if kind not in _REGISTERED:
+        _REGISTERED.append(kind)
 
 
 def _network(model: nn.Module) -> nn.Module:
-    """Priors wrap their network; accept either."""
-    from .base import DiffusionPrior
+    """Priors wrap their network (``model.network``); accept either."""
+    network = getattr(model, "network", None)
+    return network if isinstance(network, nn.Module) else model
 
-    return model.network if isinstance(model, DiffusionPrior) else model
+
+def _kinds(model: nn.Module) -> list[AttentionKind]:
+    """The declared kind of ``model`` (a prior) or of its network, else every registered one."""
+    for obj in (model, _network(model)):
+        kind = getattr(obj, "attention_kind", None)
+        if kind is not None:
+            return [kind]
+    return list(_REGISTERED)
+
+
+def _kind_of(module: nn.Module, kinds: Sequence[AttentionKind]) -> AttentionKind | None:
+    return next((kind for kind in kinds if kind.is_self_attention(module)), None)
 
 
 def self_attention_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """All self-attention layers of ``model`` that PAG can perturb, by module path."""
+    """All self-attention layers of ``model`` (a prior or a network) that PAG can perturb, by module path."""
+    kinds = _kinds(model)
     network = _network(model)
-    return {name: m for name, m in network.named_modules() if name and _is_self_attention(m)}
+    return {name: m for name, m in network.named_modules() if name and _kind_of(m, kinds) is not None}
 
 
 def layer_aliases(model: nn.Module) -> dict[str, str]:
     """Alternative names accepted for this network's layers (LDM names for SD UNets)."""
     network = _network(model)
-    if "diffusers" not in sys.modules:
-        return {}
-    from diffusers import UNet2DConditionModel
-
-    if isinstance(network, UNet2DConditionModel):
-        from .sd.layers import ldm_aliases
-
-        return ldm_aliases(network)
-    return {}
+    aliases: dict[str, str] = {}
+    for kind in _kinds(model):
+        aliases.update(kind.aliases(network))
+    return aliases
 
 
 def resolve_layers(model: nn.Module, names: Sequence[str] | str) -> list[str]:
     """Canonical module paths of the self-attention layers ``names`` refers to (exact matching)."""
     if isinstance(names, str):
         names = [names]
-    network = _network(model)
-    valid = self_attention_layers(network)
-    aliases = layer_aliases(network)
+    valid = self_attention_layers(model)
+    aliases = layer_aliases(model)
     resolved: list[str] = []
     for name in names:
         target = aliases.get(name, name)
@@ -94,32 +106,21 @@ def resolve_layers(model: nn.Module, names: Sequence[str] | str) -> list[str]:
     return resolved
 
 
-def _perturb(module: nn.Module) -> Callable[[], None]:
-    """Switch one layer to identity attention; return the function that undoes it."""
-    if isinstance(module, _adm_attention_type()):
-        previous = module.perturbed
-        module.perturbed = True
-        return lambda: setattr(module, "perturbed", previous)
-    from .sd.attention import IdentitySelfAttnProcessor
-
-    previous = module.processor
-    module.set_processor(IdentitySelfAttnProcessor())
-    return lambda: module.set_processor(previous)
-
-
 @contextmanager
 def perturbed_self_attention(model: nn.Module, layers: Sequence[str] | str) -> Iterator[list[str]]:
     """Inside the context the named self-attention layers use the identity attention map for every sample.
 
-    ``model``: an ``ADMUNet``, a diffusers ``UNet2DConditionModel``, or a prior wrapping one.
+    ``model``: a prior, an ``ADMUNet`` or a diffusers ``UNet2DConditionModel`` (with ``priors.sd`` imported).
     Yields the canonical layer names. On exit the model is exactly as before (bit-identical outputs).
     """
     network = _network(model)
-    names = resolve_layers(network, layers)
+    kinds = _kinds(model)
+    names = resolve_layers(model, layers)
     undo: list[Callable[[], None]] = []
     try:
         for name in names:
-            undo.append(_perturb(network.get_submodule(name)))
+            module = network.get_submodule(name)
+            undo.append(_kind_of(module, kinds).perturb(module))
         yield names
     finally:
         for restore in reversed(undo):

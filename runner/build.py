@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from operators import OPERATORS, Operator, make_operator
 from priors import DiffusionPrior
-from solvers import DPS, PSLD
+from solvers import SOLVERS, Solver
 
 from .config import REPO_ROOT, Settings, group_options, operator_params
 from .errors import SetupError
@@ -191,30 +191,16 @@ def check_operator(task_cfg: DictConfig, size: int, device: torch.device, dtype:
 # -- solvers --------------------------------------------------------------------------------------------------
 def build_solver(
     settings: Settings, solver_cfg: DictConfig, prior: DiffusionPrior, operator: Operator, progress: bool
-) -> DPS | PSLD:
-    """DPS or PSLD with the resolved step sizes and PAG."""
-    if settings.solver == "dps":
-        return DPS(
-            prior,
-            operator,
-            zeta=settings.step_sizes["zeta"],
-            num_steps=settings.num_steps,
-            pag=settings.pag,
-            clip_x0=bool(solver_cfg.clip_x0),
-            progress=progress,
-        )
-    return PSLD(
+) -> Solver:
+    """The registered solver ``settings.solver`` with the resolved step sizes and PAG, and its options from
+    ``solver_cfg`` (``SolverSpec.options``)."""
+    options = OmegaConf.to_container(solver_cfg, resolve=True)
+    return SOLVERS[settings.solver].build(
         prior,
         operator,
-        omega=settings.step_sizes["omega"],
-        gamma=settings.step_sizes["gamma"],
-        num_steps=settings.num_steps,
-        eta=float(solver_cfg.eta),
+        settings.step_sizes,
         pag=settings.pag,
-        prompt=str(solver_cfg.prompt),
-        cfg_scale=float(solver_cfg.cfg_scale),
-        noisy_measurement_loss=bool(solver_cfg.noisy_measurement_loss),
-        stochastic_encoder=bool(solver_cfg.stochastic_encoder),
-        empty_prompt_cfg=bool(solver_cfg.empty_prompt_cfg),
+        num_steps=settings.num_steps,
         progress=progress,
+        options=options,
     )

@@ -17,21 +17,29 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from solvers import PAG
+from solvers import PAG, SOLVERS, default_solver, solvers_for
 
 from .errors import SetupError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 
-#: solver name -> the step-size parameters it takes
-SOLVER_PARAMS: dict[str, tuple[str, ...]] = {"dps": ("zeta",), "psld": ("omega", "gamma")}
+#: solver name -> the step-size parameters it takes (from the registry, ``solvers.SOLVERS``)
+SOLVER_PARAMS: Mapping[str, tuple[str, ...]] = {name: spec.params for name, spec in SOLVERS.items()}
+
+
+_SPACE_WORDS = {"pixel": "pixel-space", "latent": "latent"}
+
+
+def _space(latent: bool) -> str:
+    return "latent" if latent else "pixel"
 
 
 # -- resolvers used by conf/*.yaml ----------------------------------------------------------------------------
 def auto_solver(latent: Any) -> str:
-    """``solver=auto``: PSLD for latent priors, DPS for pixel-space priors."""
-    return "psld" if bool(latent) else "dps"
+    """``solver=auto``: the registry's default solver for the prior's space (PSLD for latent priors, DPS for
+    pixel-space priors)."""
+    return default_solver(bool(latent))
 
 
 def pag_tag(*, _root_: DictConfig) -> str:
@@ -70,8 +78,9 @@ def compose(*overrides: str, config_name: str = "config") -> DictConfig:
 
 # -- the choices a user has -----------------------------------------------------------------------------------
 def group_options(group: str) -> list[str]:
-    """The options of a config group (``task``, ``prior``, ...), from ``conf/<group>/*.yaml``."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    """The options of a config group (``task``, ``prior``, ...), from ``conf/<group>/*.yaml`` (``_*.yaml`` are
+    shared parts, not options)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def prior_options(latent: bool) -> list[str]:
@@ -84,21 +93,28 @@ def prior_options(latent: bool) -> list[str]:
     return names
 
 
+def solver_options() -> list[str]:
+    """``solver=...`` choices: ``auto`` and every registered solver."""
+    return ["auto", *SOLVERS]
+
+
 def check_compatible(cfg: DictConfig) -> str:
-    """The solver name; raises ``SetupError`` for a solver / prior mismatch, naming the valid choices."""
+    """The solver name; raises ``SetupError`` for an unknown solver or a solver / prior mismatch, naming the valid
+    choices (from the registry)."""
     solver, prior = str(cfg.solver.name), str(cfg.prior.name)
     latent = bool(cfg.prior.latent)
-    if solver not in SOLVER_PARAMS:
-        raise SetupError(f"unknown solver {solver!r}; valid: solver=auto, solver=dps, solver=psld")
-    if solver == "psld" and not latent:
+    if solver not in SOLVERS:
         raise SetupError(
-            f"solver=psld needs a latent prior, but prior={prior} is a pixel-space prior. Valid: solver=dps or "
-            f"solver=auto with prior={prior}, or solver=psld with prior one of {', '.join(prior_options(True))}"
+            f"unknown solver {solver!r}; valid: {', '.join(f'solver={name}' for name in solver_options())}"
         )
-    if solver == "dps" and latent:
+    space = SOLVERS[solver].space
+    if space != _space(latent):
+        here = ", ".join(f"solver={name}" for name in [*solvers_for(_space(latent)), "auto"])
+        there = ", ".join(prior_options(space == "latent"))
         raise SetupError(
-            f"solver=dps needs a pixel-space prior, but prior={prior} is a latent prior. Valid: solver=psld or "
-            f"solver=auto with prior={prior}, or solver=dps with prior one of {', '.join(prior_options(False))}"
+            f"solver={solver} needs a {_SPACE_WORDS[space]} prior, but prior={prior} is a "
+            f"{_SPACE_WORDS[_space(latent)]} prior. Valid: {here} with prior={prior}, or solver={solver} with "
+            f"prior one of {there}"
         )
     return solver
 
@@ -151,23 +167,24 @@ class Settings:
 
 
 def _table(cfg: DictConfig, solver: str, dataset: str) -> Mapping[str, Any]:
+    section = SOLVERS[solver].table
     tables = OmegaConf.select(cfg, "steps", default=None)
-    if tables is None or solver not in tables:
-        raise SetupError(f"no step-size table for solver {solver!r} (config group steps/)")
-    if dataset not in tables[solver]:
+    if tables is None or section not in tables:
+        raise SetupError(f"no step-size table {section!r} for solver {solver!r} (config group steps/)")
+    if dataset not in tables[section]:
         raise SetupError(
             f"no step sizes for solver={solver} on data.dataset={dataset!r}; the table has "
-            f"{', '.join(tables[solver])}. Set data.dataset to one of them or give every value on the command line "
+            f"{', '.join(tables[section])}. Set data.dataset to one of them or give every value on the command line "
             f"({', '.join(f'solver.{p}=...' for p in SOLVER_PARAMS[solver])}, pag.scale=..., pag.layers=[...])"
         )
-    return tables[solver][dataset]
+    return tables[section][dataset]
 
 
 def resolve_settings(cfg: DictConfig) -> Settings:
     """Solver, step sizes and PAG for ``cfg`` (see the module docstring); ``SetupError`` when impossible."""
     solver = check_compatible(cfg)
     dataset, task = str(cfg.data.dataset), str(cfg.task.name)
-    where = f"steps.{solver}.{dataset}"
+    where = f"steps.{SOLVERS[solver].table}.{dataset}"
     table: Mapping[str, Any] | None = None
 
     def lookup(key: str) -> Any:

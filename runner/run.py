@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from evaluation import ImageScorer, MetricResult, describe, distribution_between_files
 from imaging import image_row, restoration_grid, save_image
-from solvers import DivergenceError, StepInfo
+from solvers import SOLVERS, DivergenceError, StepInfo
 
 from .build import (
     build_operator,
@@ -41,7 +41,9 @@ _DATA_SELECTION_KEYS = ("limit", "shard", "num_shards")
 def experiment_identity(cfg: DictConfig, settings: Settings, size: int) -> dict[str, Any]:
     """The settings that determine each image's result (not which images run, nor where or how fast)."""
     c = OmegaConf.to_container(cfg, resolve=True)
-    solver = {k: v for k, v in c["solver"].items() if k not in ("zeta", "omega", "gamma")}
+    # the chosen solver's own options (step sizes and num_steps are in the effective settings)
+    spec = SOLVERS[settings.solver]
+    solver = {"name": settings.solver, **{k: c["solver"].get(k) for k in spec.options}}
     effective = {k: v for k, v in settings.to_dict().items() if k != "sources"}
     return {
         "task": c["task"],

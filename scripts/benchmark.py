@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What PAG costs: seconds per solver step, FLOPs and peak memory, measured side by side in one run.
 
-    python scripts/benchmark.py                                   # tiny models: about a minute on a CPU
+    python scripts/benchmark.py                                   # small test models: about a minute on a CPU
     python scripts/benchmark.py --suite real --repeats 3          # + FFHQ-ADM at 256 px, SD1.5-shaped PSLD step
     python scripts/benchmark.py --device cuda --suite real --json results.json
     python scripts/benchmark.py --only ffhq_adm --malloc system,retain     # CPU: glibc's allocator and a caching one
@@ -51,8 +51,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-ADM_MODELS = {"tiny_adm": ("tiny", ("input_blocks.3.1",)), "ffhq_adm": ("ffhq_256", ("input_blocks.9.1",))}
-SD_MODELS = {"tiny_sd": 32, "sd15_shaped": 256}  # image size of the PSLD problem (SD1.5-shaped: 32x32 latents)
+ADM_MODELS = {"test_adm": ("test", ("input_blocks.3.1",)), "ffhq_adm": ("ffhq_256", ("input_blocks.9.1",))}
+SD_MODELS = {"test_sd": 32, "sd15_shaped": 256}  # image size of the PSLD problem (SD1.5-shaped: 32x32 latents)
 SD_LAYER = "input_blocks.8.1.transformer_blocks.0.attn1"
 PAG_MODES = {
     "naive": "naive",
@@ -113,9 +113,9 @@ def cases_for(model: str, device: str = "cpu") -> list[Case]:
     cases = [Case(m) for m in ("bare", "none", "naive", "no_grad", "prefix", "shared")]
     if model in SD_MODELS:
         cases += [Case("cfg+pag"), Case("none", "checkpointing")]
-        # without bf16 instructions, bf16 autocast is emulated: slower than float32 (the tiny model shows it) and,
+        # without bf16 instructions, bf16 autocast is emulated: slower than float32 (the test model shows it) and,
         # at SD1.5 size, single-threaded and too slow to time in minutes
-        if model == "tiny_sd" or native_bf16(device):
+        if model == "test_sd" or native_bf16(device):
             cases.append(Case("none", "bf16"))
     return cases
 
@@ -134,15 +134,15 @@ def sd15_shaped_prior(image_size: int, seed: int):
     empty-prompt embedding (no text encoder is needed to measure the cost)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from priors.sd import StableDiffusionPrior, tiny_scheduler
-    from priors.sd.tiny import SD15_UNET_CONFIG
+    from priors.sd import StableDiffusionPrior, sd_scheduler
+    from priors.sd.testing import SD15_UNET_CONFIG
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
         vae = AutoencoderKL(**SD15_VAE_CONFIG)
         null = torch.randn(1, 77, 768)
-    return StableDiffusionPrior(unet, vae, tiny_scheduler(), image_size=image_size, null_embedding=null)
+    return StableDiffusionPrior(unet, vae, sd_scheduler(), image_size=image_size, null_embedding=null)
 
 
 class Problem:
@@ -152,19 +152,21 @@ class Problem:
         from operators import make_operator
         from operators.random import generators_from_seeds
         from priors.adm import ADMPrior
-        from priors.sd import build_tiny_sd_prior
+        from priors.sd import random_sd_prior
+        from solvers import default_solver, prior_space
 
         self.model, self.device = model, device
-        self.is_dps = model in ADM_MODELS
-        if self.is_dps:
+        self.latent = model not in ADM_MODELS
+        if not self.latent:
             preset, self.layers = ADM_MODELS[model]
             prior = ADMPrior.from_preset(preset, init="random", generator=torch.Generator().manual_seed(0))
         else:
             self.layers = (SD_LAYER,)
             size = SD_MODELS[model]
-            prior = build_tiny_sd_prior(seed=0, image_size=size) if model == "tiny_sd" else sd15_shaped_prior(size, 0)
+            prior = random_sd_prior(seed=0, image_size=size) if model == "test_sd" else sd15_shaped_prior(size, 0)
         self.prior = prior.to(device).eval().requires_grad_(False)
-        size = self.prior.image_size[0] if not self.is_dps else self.prior.sample_shape[-1]
+        self.solver_name = default_solver(prior_space(self.prior))  # DPS for pixel priors, PSLD for latent ones
+        size = self.prior.image_size[0] if self.latent else self.prior.sample_shape[-1]
         generator = torch.Generator().manual_seed(1)
         op = make_operator("box_inpaint", image_size=size, margin=size // 16, generator=generators_from_seeds([0]))
         self.op = op.to(device)
@@ -176,27 +178,25 @@ class Problem:
         self.solvers = {}
 
     def solver(self, case: Case):
-        from solvers import DPS, PAG, PSLD, NoisePredictor
+        from solvers import PAG, SOLVERS, NoisePredictor
 
         if case not in self.solvers:
             mode = PAG_MODES.get(case.mode)
             pag = PAG(2.0, self.layers, mode=mode) if mode else None
-            if self.is_dps:
-                solver = DPS(self.prior, self.op, zeta=1.0, num_steps=1000, pag=pag, progress=False)
-                predictor = NoisePredictor(self.prior, pag)
-            else:
-                solver = PSLD(self.prior, self.op, omega=1.0, gamma=0.1, num_steps=1000, pag=pag, progress=False)
-                cond = uncond = None
-                if case.mode == "cfg+pag":  # a prompt's embedding: any tensor of the right shape costs the same
-                    uncond = self.prior.null_embedding
-                    cond = torch.randn(uncond.shape, generator=torch.Generator().manual_seed(4)).to(uncond)
-                predictor = NoisePredictor(self.prior, pag, cond=cond, uncond=uncond, cfg_scale=7.5)
+            # the solver's default step sizes (DPS: zeta = 1; PSLD: omega = 1, gamma = 0.1): the cost does not
+            # depend on them
+            solver = SOLVERS[self.solver_name].cls(self.prior, self.op, num_steps=1000, pag=pag, progress=False)
+            cond = uncond = None
+            if case.mode == "cfg+pag":  # a prompt's embedding: any tensor of the right shape costs the same
+                uncond = self.prior.null_embedding
+                cond = torch.randn(uncond.shape, generator=torch.Generator().manual_seed(4)).to(uncond)
+            predictor = NoisePredictor(self.prior, pag, cond=cond, uncond=uncond, cfg_scale=7.5)
             self.solvers[case] = (solver, predictor)
         return self.solvers[case]
 
     def set_lever(self, lever: str) -> None:
         """Switch the PSLD memory levers on the one prior (so that every case shares the same weights)."""
-        if self.is_dps:
+        if not self.latent:
             return
         for module in (self.prior.unet, self.prior.vae):
             if lever == "checkpointing":
@@ -210,10 +210,9 @@ class Problem:
         self.set_lever(case.lever)
         i = len(solver.schedule) // 2  # a mid-chain step: PAG is active, nothing special about it
         if case.mode == "bare":
-            return (dps_bare_step if self.is_dps else psld_bare_step)(self, solver, i)
-        if self.is_dps:
-            return solver.step(predictor, i, self.x_t, self.y, self.noise)[0]
-        return solver.step(predictor, i, self.x_t, self.y, None, self.generators)[0]
+            return BARE_STEPS[self.solver_name](self, solver, i)
+        # PSLD's DDIM step with eta = 0 does not use the noise
+        return solver.step(predictor, i, self.x_t, self.y, self.noise, self.generators)[0]
 
     def sync(self) -> None:
         if self.device.startswith("cuda"):
@@ -247,6 +246,10 @@ def psld_bare_step(p: Problem, solver, i: int) -> torch.Tensor:
     glue = (prior.vae.encode(glued).latent_dist.mean * prior.scaling_factor - z0_hat).flatten(1).norm(dim=1)
     loss = (solver.omega * meas + solver.gamma * glue).sum()
     return z_prev - torch.autograd.grad(loss, z_t)[0]
+
+
+#: the bare baseline of each solver the benchmark times (a solver's equations, written without our machinery)
+BARE_STEPS = {"dps": dps_bare_step, "psld": psld_bare_step}
 
 
 # -- workers ----------------------------------------------------------------------------------------------------
@@ -374,8 +377,8 @@ def table(results: list[Result]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", choices=["tiny", "real"], default="tiny")
-    parser.add_argument("--only", default="", help="comma-separated models (tiny_adm, ffhq_adm, tiny_sd, sd15_shaped)")
+    parser.add_argument("--suite", choices=["test", "real"], default="test")
+    parser.add_argument("--only", default="", help="comma-separated models (test_adm, ffhq_adm, test_sd, sd15_shaped)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (0: only memory, FLOPs, ops)")
@@ -408,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(step_costs(model, Case(mode, lever), args.device)))
         return
 
-    models = args.only.split(",") if args.only else ["tiny_adm", "tiny_sd"]
+    models = args.only.split(",") if args.only else ["test_adm", "test_sd"]
     if args.suite == "real" and not args.only:
         models += ["ffhq_adm", "sd15_shaped"]
     if args.repeats < 0 or (args.repeats == 0 and args.no_memory):

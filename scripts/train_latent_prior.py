@@ -32,51 +32,28 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from priors import NoiseSchedule
+from priors.tiny import TINY_SD_NULL_TOKENS, TINY_SD_UNET_CONFIG, TINY_SD_VAE_CONFIG
 from priors.training import TrainState, shapes_training_images
 
-VAE_CONFIG = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ["DownEncoderBlock2D"] * 3,
-    "up_block_types": ["UpDecoderBlock2D"] * 3,
-    "block_out_channels": [32, 64, 64],
-    "layers_per_block": 1,
-    "latent_channels": 4,
-    "norm_num_groups": 32,
-    "sample_size": 32,
-}
-UNET_CONFIG = {
-    "sample_size": 8,
-    "in_channels": 4,
-    "out_channels": 4,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    "block_out_channels": [32, 64, 64, 64],
-    "layers_per_block": 2,
-    "attention_head_dim": 4,  # diffusers' name for the number of heads
-    "cross_attention_dim": 64,
-    "norm_num_groups": 32,
-}
-NULL_TOKENS = 4
 KL_WEIGHT = 1e-6
 
 
 def build_vae():
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(**VAE_CONFIG)
+    return AutoencoderKL(**TINY_SD_VAE_CONFIG)
 
 
 def build_unet():
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(**UNET_CONFIG)
+    return UNet2DConditionModel(**TINY_SD_UNET_CONFIG)
 
 
 def null_embedding(seed: int) -> torch.Tensor:
     """The fixed conditioning (1, L, D): a seeded Gaussian draw, stored with the model."""
     g = torch.Generator().manual_seed(seed + 100)
-    return torch.randn(1, NULL_TOKENS, UNET_CONFIG["cross_attention_dim"], generator=g)
+    return torch.randn(1, TINY_SD_NULL_TOKENS, TINY_SD_UNET_CONFIG["cross_attention_dim"], generator=g)
 
 
 @torch.no_grad()
@@ -111,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     vae_state = TrainState(build_vae, args.seed, args.lr or 5e-4, args.out / "vae.pt")
 
     if args.stage == "vae":
-        data = shapes_training_images(args.num_images, VAE_CONFIG["sample_size"], cache)
+        data = shapes_training_images(args.num_images, TINY_SD_VAE_CONFIG["sample_size"], cache)
         vae = vae_state.model
 
         def vae_loss(x: torch.Tensor):
@@ -142,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         cached = torch.load(latents_path, weights_only=True)
         latents, scaling = cached["latents"], float(cached["scaling_factor"])
     else:
-        data = shapes_training_images(args.num_images, VAE_CONFIG["sample_size"], cache)
+        data = shapes_training_images(args.num_images, TINY_SD_VAE_CONFIG["sample_size"], cache)
         latents, scaling = latent_statistics(vae, data)
         torch.save({"latents": latents, "scaling_factor": torch.tensor(scaling)}, latents_path)
     unet_state = TrainState(build_unet, args.seed, args.lr or 2e-4, args.out / "unet.pt")
@@ -184,16 +161,16 @@ def main(argv: list[str] | None = None) -> None:
 
 def export(args, vae, unet_state, scaling: float, cond: torch.Tensor) -> None:
     """The diffusers folder: the trained VAE (with its scaling factor), the UNet's EMA, the null embedding."""
-    from priors.sd import StableDiffusionPrior, save_sd, tiny_scheduler
+    from priors.sd import StableDiffusionPrior, save_sd, sd_scheduler
 
     if unet_state.step == 0:
         sys.exit("train the UNet first: --stage unet")
     vae.register_to_config(scaling_factor=scaling)
-    prior = StableDiffusionPrior(unet_state.ema.eval(), vae, tiny_scheduler(), null_embedding=cond)
+    prior = StableDiffusionPrior(unet_state.ema.eval(), vae, sd_scheduler(), null_embedding=cond)
     save_sd(prior, args.export)
     meta = {
-        "vae": VAE_CONFIG,
-        "unet": UNET_CONFIG,
+        "vae": TINY_SD_VAE_CONFIG,
+        "unet": TINY_SD_UNET_CONFIG,
         "scaling_factor": scaling,
         "unet_steps": unet_state.step,
         "seed": args.seed,

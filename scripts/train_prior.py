@@ -24,20 +24,8 @@ import torch
 
 from priors import NoiseSchedule
 from priors.adm import ADMUNet, save_adm
+from priors.tiny import TINY_ADM_CONFIG
 from priors.training import TrainState, shapes_training_images
-
-MODEL_CONFIG = {
-    "image_size": 32,
-    "num_channels": 32,
-    "num_res_blocks": 2,
-    "channel_mult": "1,2,2",
-    "attention_resolutions": "16,8",
-    "num_head_channels": 32,
-    "learn_sigma": True,
-    "use_scale_shift_norm": True,
-    "resblock_updown": True,
-    "dropout": 0.0,
-}
 
 
 def normal_kl(mean1, logvar1, mean2, logvar2):
@@ -100,12 +88,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    state = TrainState(lambda: ADMUNet(**MODEL_CONFIG), args.seed, args.lr, args.out / "checkpoint.pt")
+    state = TrainState(lambda: ADMUNet(**TINY_ADM_CONFIG), args.seed, args.lr, args.out / "checkpoint.pt")
 
     if args.export:
         save_adm(state.ema, args.export.with_suffix(".safetensors"))
         meta = {
-            "model": MODEL_CONFIG,
+            "model": TINY_ADM_CONFIG,
             "steps": state.step,
             "seed": args.seed,
             "batch_size": args.batch_size,
@@ -123,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"exported the EMA weights of step {state.step} to {args.export}.safetensors")
         return
 
-    data = shapes_training_images(args.num_images, MODEL_CONFIG["image_size"], args.out / "shapes_train.npy")
+    data = shapes_training_images(args.num_images, TINY_ADM_CONFIG["image_size"], args.out / "shapes_train.npy")
     hybrid = HybridLoss(NoiseSchedule.linear())
 
     def loss_fn(x0: torch.Tensor):

@@ -1,6 +1,6 @@
 """DPS: Diffusion Posterior Sampling (Chung et al., ICLR 2023) over a pixel-space prior, with optional PAG.
 
-Per step, with x_t requiring grad (SPEC section 2):
+Per step, with x_t requiring grad (DPS paper Algorithm 1; DPS2022/diffusion-posterior-sampling):
     eps, v          = prior(x_t, t)                                   (+ eps_perturbed for PAG)
     x0_hat          = sqrt(1/abar_t) x_t - sqrt(1/abar_t - 1) eps,   clamped to [-1, 1]
     x'_{t-1}        = DDPM ancestral step from (x_t, x0 of eps_guided, learned variance)
@@ -14,7 +14,7 @@ from torch import Tensor
 
 from operators import Operator
 from operators.random import Generators
-from priors import DiffusionPrior
+from priors import Prior
 
 from .common import StepCallback, initial_noise, residual_norm, run_chain
 from .guidance import PAG, NoisePredictor
@@ -36,7 +36,7 @@ class DPS:
 
     def __init__(
         self,
-        prior: DiffusionPrior,
+        prior: Prior,
         operator: Operator | None = None,
         zeta: float = 1.0,
         *,
@@ -62,9 +62,19 @@ class DPS:
         return x0.clamp(-1, 1) if self.clip_x0 else x0
 
     def step(
-        self, predict: NoisePredictor, i: int, x_t: Tensor, y: Tensor | None, noise: Tensor
+        self,
+        predict: NoisePredictor,
+        i: int,
+        x_t: Tensor,
+        y: Tensor | None,
+        noise: Tensor | None,
+        generators: list[torch.Generator] | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """One DPS step: returns (x_{t-1}, x0_hat), both detached."""
+        """One DPS step: returns (x_{t-1}, x0_hat), both detached. ``generators`` is unused (DPS draws only the
+        step's ``noise``); it is there so every solver's step has the same signature.
+
+        The guided prediction drives the ancestral step; the data-consistency gradient sees x0_hat of the
+        unguided one (``pag.x0_from="guided"``: of the guided one)."""
         t = int(self.schedule.timesteps[i])
         data_term = y is not None and self.operator is not None
         with torch.set_grad_enabled(data_term):
@@ -102,7 +112,7 @@ class DPS:
         x = run_chain(
             self.schedule,
             x,
-            lambda i, x_t, noise: self.step(predict, i, x_t, y, noise),
+            lambda i, x_t, noise: self.step(predict, i, x_t, y, noise, generators),
             generators,
             stochastic=True,
             desc="DPS" if y is not None else "DDPM",

@@ -9,7 +9,6 @@ from the *unguided* eps (PSLD_PAG, paper App. 0.A.3 / 0.C.1); ``PAG.x0_from="gui
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -152,14 +151,3 @@ class NoisePredictor:
         if self.pag.x0_from == "guided":
             eps = eps_guided
         return NoisePrediction(eps=eps, eps_guided=eps_guided, var_values=out.var_values, eps_perturbed=eps_perturbed)
-
-
-def as_pag(value: PAG | dict | None, default_layers: Sequence[str] = ()) -> PAG | None:
-    """Build a PAG from a config mapping ({scale, layers, adaptive_scale, ...}); None or scale 0 -> None."""
-    if value is None or isinstance(value, PAG):
-        return value if value is None or value.scale > 0 else None
-    cfg = dict(value)
-    if float(cfg.get("scale", 0.0)) == 0:
-        return None
-    cfg.setdefault("layers", tuple(default_layers))
-    return PAG(**cfg)

@@ -1,6 +1,6 @@
 """PSLD: Posterior Sampling with Latent Diffusion (Rout et al., NeurIPS 2023), with optional PAG.
 
-Per DDIM step, with z_t requiring grad (SPEC section 4):
+Per DDIM step, with z_t requiring grad (PSLD paper Algorithm 2; LituRout/PSLD):
     eps             = unet(z_t, t)                                    (+ eps_perturbed for PAG)
     z0_hat          = (z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)
     z'_{t-1}        = DDIM step (eta = 0 by default) with eps_guided
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from operators import Operator
 from operators.random import Generators
-from priors import DiffusionPrior
+from priors import LatentPrior
 
 from .common import StepCallback, initial_noise, residual_norm, run_chain
 from .guidance import PAG, NoisePredictor
@@ -50,7 +50,7 @@ class PSLD:
 
     def __init__(
         self,
-        prior: DiffusionPrior,
+        prior: LatentPrior,
         operator: Operator | None = None,
         omega: float = 1.0,
         gamma: float = 0.1,
@@ -107,7 +107,10 @@ class PSLD:
         noise: Tensor | None,
         generators: list[torch.Generator],
     ) -> tuple[Tensor, Tensor]:
-        """One PSLD step: returns (z_{t-1}, z0_hat), both detached."""
+        """One PSLD step: returns (z_{t-1}, z0_hat), both detached.
+
+        The guided prediction drives the DDIM step; the measurement and gluing terms see z0_hat of the unguided
+        one (``pag.x0_from="guided"``: of the guided one)."""
         t = int(self.schedule.timesteps[i])
         data_term = y is not None and self.operator is not None
         with torch.set_grad_enabled(data_term):
@@ -127,16 +130,17 @@ class PSLD:
         generator: Generators,
         *,
         batch_size: int | None = None,
-        z_T: Tensor | None = None,
+        x_T: Tensor | None = None,
         callback: StepCallback | None = None,
         callback_every: int = 0,
     ) -> Tensor:
         """Sample and decode x_0 ~ p(x_0 | y) (or p(x_0) without measurement), clamped to [-1, 1].
 
-        ``generator``: one per image (batch-size invariant) or one shared. The callback gets latents.
+        ``generator``: one per image (batch-size invariant) or one shared. ``x_T``: the initial *latent* (the
+        prior's ``sample_shape``). The callback gets latents.
         """
         z, generators = initial_noise(self.prior, y, generator, batch_size, "PSLD sampling")
-        z = z_T if z_T is not None else z
+        z = x_T if x_T is not None else z
         predict = NoisePredictor(self.prior, self.pag, cond=self.cond, uncond=self.uncond, cfg_scale=self.cfg_scale)
         z = run_chain(
             self.schedule,

@@ -3,15 +3,16 @@ check of a prior. Runs the very same step code as the posterior samplers, minus 
 
 from __future__ import annotations
 
+import inspect
+
 from torch import Tensor
 
 from operators.random import Generators
 from priors import DiffusionPrior
 
 from .common import StepCallback
-from .dps import DPS
 from .guidance import PAG
-from .psld import PSLD
+from .registry import SOLVERS, default_solver, prior_space
 
 
 def sample(
@@ -27,10 +28,11 @@ def sample(
     callback: StepCallback | None = None,
     callback_every: int = 0,
 ) -> Tensor:
-    """Draw ``batch_size`` images from the prior in [-1, 1]: DDPM ancestral sampling for pixel priors,
-    DDIM (``eta``) + decoding for latent priors."""
-    if prior.is_latent:
-        sampler = PSLD(prior, None, num_steps=num_steps, eta=eta, pag=pag, progress=progress)
-    else:
-        sampler = DPS(prior, None, num_steps=num_steps, pag=pag, cond=cond, progress=progress)
+    """Draw ``batch_size`` images from the prior in [-1, 1] with the default solver of the prior's space (the
+    registry's first: DDPM ancestral sampling for pixel priors, DDIM (``eta``) + decoding for latent priors),
+    without a measurement. ``cond`` / ``eta`` go to that solver when it takes them."""
+    cls = SOLVERS[default_solver(prior_space(prior))].cls
+    accepted = inspect.signature(cls).parameters
+    extra = {k: v for k, v in (("cond", cond), ("eta", eta)) if k in accepted}
+    sampler = cls(prior, None, num_steps=num_steps, pag=pag, progress=progress, **extra)
     return sampler.restore(None, generator, batch_size=batch_size, callback=callback, callback_every=callback_every)

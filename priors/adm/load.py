@@ -1,7 +1,7 @@
 """Strict loading (and saving) of ADM checkpoints.
 
 DPS wraps its checkpoint loading in ``try/except`` and carries on with random weights when it fails
-(**quirk**, SPEC section 2). Here every failure raises ``CheckpointError`` saying which file, which preset,
+(a **quirk** of the DPS reference code). Here every failure raises ``CheckpointError`` saying which file, which preset,
 and which keys are missing, unexpected or of the wrong shape.
 """
 

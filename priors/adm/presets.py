@@ -4,8 +4,9 @@
 - ``imagenet_256_uncond``: guided-diffusion's ``256x256_diffusion_uncond.pt`` (DPS's ImageNet prior):
   552.8M parameters, 566 keys.
 - ``imagenet_256_cond``: guided-diffusion's class-conditional ``256x256_diffusion.pt``.
-- ``tiny``: a 32 px model for tests and CPU training; same block types (scale-shift norm, ResBlock
-  resampling, multi-head legacy-order attention at 16 and 8 px).
+- ``test``: a small 32 px model for tests (random weights); same block types (scale-shift norm, ResBlock
+  resampling, multi-head legacy-order attention at 16 and 8 px). Not the shipped trained tiny ADM, whose
+  architecture is ``priors.tiny.TINY_ADM_CONFIG``.
 
 guided-diffusion samples the 256 px ImageNet models with ``use_fp16=True``; the presets say False (CPU
 friendly, float32 everywhere). Pass ``use_fp16=True`` as an override to get its float16 torso.
@@ -49,7 +50,7 @@ PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
                 "class_cond": True,
             }
         ),
-        "tiny": MappingProxyType(
+        "test": MappingProxyType(
             {
                 "image_size": 32,
                 "num_channels": 32,
@@ -67,13 +68,13 @@ PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     }
 )
 
-# PAG's perturbed self-attention layers per preset and use (paper App. 0.A.1 and Table 7, SPEC sections 3, 5).
+# PAG's perturbed self-attention layers per preset and use (PAG paper App. 0.A.1 and Table 7).
 # ``dps``: DPS + PAG; ``sampling``: unconditional / class-conditional generation.
 # The paper lists ``input_blocks.9.1, middle_block.1, output_blocks.2.1`` for DPS on ImageNet, but in the
 # 256x256 ImageNet UNet ``input_blocks.9`` is the ResBlock that downsamples 64 -> 32 px and has no ``.1``
 # (its attention layers are input_blocks.10.1, 11.1, 13.1, 14.1, 16.1, 17.1): ``input_blocks.9.1`` exists only in
 # the FFHQ model. We keep the two layers that exist and do not guess a replacement for the third.
-# ``tiny`` is not from the paper: its first attention layer (16 px), the analogue of FFHQ's ``input_blocks.9.1``.
+# ``test`` is not from the paper: its first attention layer (16 px), the analogue of FFHQ's ``input_blocks.9.1``.
 PAG_LAYERS: Mapping[str, Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {
         "ffhq_256": MappingProxyType({"dps": ("input_blocks.9.1",)}),
@@ -84,7 +85,7 @@ PAG_LAYERS: Mapping[str, Mapping[str, tuple[str, ...]]] = MappingProxyType(
             }
         ),
         "imagenet_256_cond": MappingProxyType({"sampling": ("input_blocks.14.1",)}),
-        "tiny": MappingProxyType({"dps": ("input_blocks.3.1",), "sampling": ("input_blocks.3.1",)}),
+        "test": MappingProxyType({"dps": ("input_blocks.3.1",), "sampling": ("input_blocks.3.1",)}),
     }
 )
 

@@ -14,7 +14,7 @@ from ..prefix import SkipBranch
 from ..schedule import NoiseSchedule
 from .load import load_adm
 from .presets import preset_config
-from .unet import ADMUNet, randomize_
+from .unet import ADM_ATTENTION, ADMUNet, randomize_
 
 
 class ADMPrior(DiffusionPrior):
@@ -26,6 +26,7 @@ class ADMPrior(DiffusionPrior):
     """
 
     is_latent = False
+    attention_kind = ADM_ATTENTION
 
     def __init__(self, network: ADMUNet, schedule: NoiseSchedule | None = None):
         super().__init__()

@@ -21,13 +21,14 @@ Differences from guided-diffusion, all without effect on the outputs:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ..attention import register_attention_kind
 from ..prefix import SkipBranch
 
 NUM_CLASSES = 1000  # ImageNet labels of the class-conditional checkpoints
@@ -282,6 +283,26 @@ def parse_attention_resolutions(resolutions: str | int | Sequence[int]) -> tuple
     return tuple(int(r) for r in items)
 
 
+class ADMSelfAttention:
+    """How PAG finds and perturbs an ADM UNet's self-attention: its ``AttentionBlock`` layers, switched to the
+    identity map through their ``perturbed`` flag (``priors.attention.AttentionKind``)."""
+
+    def is_self_attention(self, module: nn.Module) -> bool:
+        return isinstance(module, AttentionBlock)
+
+    def perturb(self, module: nn.Module) -> Callable[[], None]:
+        previous = module.perturbed
+        module.perturbed = True
+        return lambda: setattr(module, "perturbed", previous)
+
+    def aliases(self, network: nn.Module) -> dict[str, str]:
+        return {}
+
+
+ADM_ATTENTION = ADMSelfAttention()
+register_attention_kind(ADM_ATTENTION)  # also for modules that merely contain an ADM UNet
+
+
 class ADMUNet(nn.Module):
     """guided-diffusion's ``UNetModel`` as built by ``create_model`` (same keyword names and defaults).
 
@@ -305,6 +326,8 @@ class ADMUNet(nn.Module):
         use_new_attention_order: the q/k/v-then-heads channel order (not the released checkpoints').
         in_channels: image channels.
     """
+
+    attention_kind = ADM_ATTENTION  # how PAG finds and perturbs its self-attention
 
     def __init__(
         self,

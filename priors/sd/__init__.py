@@ -1,6 +1,7 @@
 """Latent Stable Diffusion prior (diffusers UNet + VAE + CLIP text encoder).
 
-Importing this package imports diffusers; ``import priors`` alone does not.
+Importing this package imports diffusers; ``import priors`` alone does not. ``priors.sd.testing``: small
+random-weight SD-shaped models for tests.
 """
 
 from .attention import IdentitySelfAttnProcessor
@@ -8,22 +9,22 @@ from .convert import ldm_checkpoint, save_single_file
 from .layers import ldm_aliases, ldm_blocks, skip_branches
 from .load import load_sd, save_sd
 from .prior import StableDiffusionPrior
-from .tiny import build_tiny_sd_prior, tiny_scheduler, tiny_text_encoder, tiny_tokenizer, tiny_unet, tiny_vae
+from .testing import byte_tokenizer, random_sd_prior, random_text_encoder, random_unet, random_vae, sd_scheduler
 
 __all__ = [
     "IdentitySelfAttnProcessor",
     "StableDiffusionPrior",
-    "build_tiny_sd_prior",
+    "byte_tokenizer",
     "ldm_aliases",
     "ldm_blocks",
     "ldm_checkpoint",
     "load_sd",
+    "random_sd_prior",
+    "random_text_encoder",
+    "random_unet",
+    "random_vae",
     "save_sd",
     "save_single_file",
+    "sd_scheduler",
     "skip_branches",
-    "tiny_scheduler",
-    "tiny_text_encoder",
-    "tiny_tokenizer",
-    "tiny_unet",
-    "tiny_vae",
 ]

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
+from torch import nn
+
+from ..attention import register_attention_kind
+from .layers import ldm_aliases
 
 
 class IdentitySelfAttnProcessor:
@@ -43,3 +50,24 @@ class IdentitySelfAttnProcessor:
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
+
+
+class DiffusersSelfAttention:
+    """How PAG finds and perturbs a diffusers UNet's self-attention (``priors.attention.AttentionKind``): the
+    ``Attention`` layers that are not cross-attention, switched to ``IdentitySelfAttnProcessor``; a
+    ``UNet2DConditionModel``'s layers also answer to their LDM names."""
+
+    def is_self_attention(self, module: nn.Module) -> bool:
+        return isinstance(module, Attention) and not module.is_cross_attention
+
+    def perturb(self, module: nn.Module) -> Callable[[], None]:
+        previous = module.processor
+        module.set_processor(IdentitySelfAttnProcessor())
+        return lambda: module.set_processor(previous)
+
+    def aliases(self, network: nn.Module) -> dict[str, str]:
+        return ldm_aliases(network) if isinstance(network, UNet2DConditionModel) else {}
+
+
+SD_ATTENTION = DiffusersSelfAttention()
+register_attention_kind(SD_ATTENTION)  # raw diffusers UNets cannot declare it themselves

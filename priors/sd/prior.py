@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from ..base import DiffusionPrior, ModelOutput
 from ..prefix import SkipBranch
 from ..schedule import NoiseSchedule
+from .attention import SD_ATTENTION
 from .layers import skip_branches
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -87,6 +88,7 @@ class StableDiffusionPrior(DiffusionPrior):
 
     is_latent = True
     variance = "fixed_small"
+    attention_kind = SD_ATTENTION
 
     def __init__(
         self,

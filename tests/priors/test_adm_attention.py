@@ -11,8 +11,8 @@ from priors import SharedPrefix, perturbed_self_attention, resolve_layers, self_
 from priors.adm import PAG_LAYERS, PAPER_IMAGENET_DPS_LAYERS, ADMUNet, AttentionBlock, preset_config, randomize_
 
 
-def tiny_unet(seed: int = 0, **overrides) -> ADMUNet:
-    return randomize_(ADMUNet(**preset_config("tiny", **overrides)), torch.Generator().manual_seed(seed)).eval()
+def random_unet(seed: int = 0, **overrides) -> ADMUNet:
+    return randomize_(ADMUNet(**preset_config("test", **overrides)), torch.Generator().manual_seed(seed)).eval()
 
 
 def inputs(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +96,7 @@ def capture(module: torch.nn.Module) -> tuple[list, torch.utils.hooks.RemovableH
 
 @pytest.mark.parametrize(("legacy", "layer"), [(True, "input_blocks.3.1"), (False, "middle_block.1")])
 def test_perturbed_layer_inside_model_and_model_unchanged_afterwards(legacy, layer):
-    model = tiny_unet(use_new_attention_order=not legacy)
+    model = random_unet(use_new_attention_order=not legacy)
     x, t = inputs()
     block = model.get_submodule(layer)
     with torch.no_grad():
@@ -115,7 +115,7 @@ def test_perturbed_layer_inside_model_and_model_unchanged_afterwards(legacy, lay
 
 
 def test_only_named_layers_are_perturbed():
-    model = tiny_unet()
+    model = random_unet()
     x, t = inputs()
     states = []
     hooks = [
@@ -131,7 +131,7 @@ def test_only_named_layers_are_perturbed():
 
 
 def test_unknown_layer_names_raise_listing_valid_layers():
-    model = tiny_unet()
+    model = random_unet()
     for bad in ["input_blocks.4.1", "input_blocks.1", "middle_block.0", "mid_block.attentions.0"]:
         valid = r"Valid layers: input_blocks\.3\.1, input_blocks\.5\.1, middle_block\.1"
         with pytest.raises(ValueError, match=valid), perturbed_self_attention(model, [bad]):
@@ -158,8 +158,8 @@ def test_pag_layers_resolve_on_their_presets():
 
 def test_checkpointed_perturbed_pass_recomputes_the_same_branch():
     """The backward of a checkpointed block recomputes with the flag it had in forward, not the current one."""
-    plain = tiny_unet()
-    ckpt = tiny_unet(use_checkpoint=True)
+    plain = random_unet()
+    ckpt = random_unet(use_checkpoint=True)
     layers = ["input_blocks.3.1", "middle_block.1"]
     x, t = inputs()
     grads = []
@@ -176,7 +176,7 @@ def test_checkpointed_perturbed_pass_recomputes_the_same_branch():
     ("layers", "class_cond"), [(["input_blocks.5.1"], False), (["input_blocks.3.1", "middle_block.1"], True)]
 )
 def test_shared_prefix_replay_equals_full_perturbed_pass(layers, class_cond):
-    model = tiny_unet(class_cond=class_cond)
+    model = random_unet(class_cond=class_cond)
     x, t = inputs()
     y = torch.tensor([7, 123]) if class_cond else None
     names = resolve_layers(model, layers)

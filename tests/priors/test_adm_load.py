@@ -19,7 +19,7 @@ from priors.adm import (
 
 @pytest.fixture(scope="module")
 def tiny() -> ADMUNet:
-    return randomize_(ADMUNet(**preset_config("tiny")), torch.Generator().manual_seed(0)).eval()
+    return randomize_(ADMUNet(**preset_config("test")), torch.Generator().manual_seed(0)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_round_trip_loads_strictly_with_identical_outputs(tmp_path, tiny, batch,
         save_adm(tiny, path)
     else:
         torch.save(tiny.state_dict(), path)  # a plain state dict, as guided-diffusion / DPS distribute them
-    loaded = load_adm(path, "tiny")
+    loaded = load_adm(path, "test")
     assert not loaded.training and next(loaded.parameters()).device.type == "cpu"
     for (k, a), (k2, b) in zip(tiny.state_dict().items(), loaded.state_dict().items()):
         assert k == k2 and torch.equal(a, b)
@@ -60,14 +60,14 @@ def test_safetensors_file_records_its_config(tmp_path, tiny, batch):
 def test_kwargs_instead_of_preset_and_dtype_options(tmp_path, tiny, batch):
     path = tmp_path / "tiny.pt"
     torch.save({k: v.half() for k, v in tiny.state_dict().items()}, path)  # some checkpoints are stored in fp16
-    loaded = load_adm(path, dict(preset_config("tiny")))
+    loaded = load_adm(path, dict(preset_config("test")))
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
     with torch.no_grad():
         reference = tiny(*batch)
         assert (loaded(*batch) - reference).abs().max() < 0.02 * reference.abs().max()
-    fp16 = load_adm(path, "tiny", use_fp16=True)
+    fp16 = load_adm(path, "test", use_fp16=True)
     assert fp16.middle_block[1].qkv.weight.dtype == torch.float16 and fp16.out[2].weight.dtype == torch.float32
-    bf16 = load_adm(path, "tiny", dtype=torch.bfloat16)
+    bf16 = load_adm(path, "test", dtype=torch.bfloat16)
     assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
 
 
@@ -87,7 +87,7 @@ def test_truncated_and_corrupted_files_fail(tmp_path, tiny, suffix):
     corrupted.write_bytes(bytes(reversed(data[:4096])) + data[4096:])
     for path in (truncated, corrupted):
         with pytest.raises(CheckpointError, match=re.escape(str(path))):
-            load_adm(path, "tiny")
+            load_adm(path, "test")
 
 
 def test_not_a_flat_state_dict_fails(tmp_path, tiny):
@@ -111,9 +111,9 @@ def test_missing_key_is_named(tmp_path, tiny):
     del sd["input_blocks.3.1.qkv.weight"]
     path = write(tmp_path, sd)
     with pytest.raises(CheckpointError) as info:
-        load_adm(path, "tiny")
+        load_adm(path, "test")
     message = str(info.value)
-    assert str(path) in message and "'tiny'" in message
+    assert str(path) in message and "'test'" in message
     assert "missing keys (1): input_blocks.3.1.qkv.weight" in message
     assert "unexpected" not in message and "shape" not in message
 
@@ -124,7 +124,7 @@ def test_unexpected_key_and_wrong_shape_are_named(tmp_path, tiny):
     sd["out.2.weight"] = torch.zeros(3, 32, 3, 3)
     sd["out.2.bias"] = torch.zeros(3)
     with pytest.raises(CheckpointError) as info:
-        load_adm(write(tmp_path, sd), "tiny")
+        load_adm(write(tmp_path, sd), "test")
     message = str(info.value)
     assert "unexpected keys (1): input_blocks.3.2.weight" in message
     assert "shape mismatches (2): out.2.weight: checkpoint (3, 32, 3, 3) vs model (6, 32, 3, 3)" in message
@@ -138,17 +138,17 @@ def test_many_problems_are_counted_and_truncated(tmp_path, tiny):
     with pytest.raises(
         CheckpointError, match=rf"missing keys \({n_missing}\): output_blocks\..*and {n_missing - 8} more"
     ):
-        load_adm(write(tmp_path, sd), "tiny")
+        load_adm(write(tmp_path, sd), "test")
 
 
 def test_class_conditional_mix_up_gets_a_hint(tmp_path, tiny):
-    cond = ADMUNet(**preset_config("tiny", class_cond=True))
+    cond = ADMUNet(**preset_config("test", class_cond=True))
     with pytest.raises(CheckpointError, match=r"unexpected keys \(1\): label_emb.weight[\s\S]*class_cond=True"):
-        load_adm(write(tmp_path, cond.state_dict(), "cond.pt"), "tiny")
+        load_adm(write(tmp_path, cond.state_dict(), "cond.pt"), "test")
     with pytest.raises(CheckpointError, match=r"missing keys \(1\): label_emb.weight[\s\S]*class_cond=False"):
-        load_adm(write(tmp_path, tiny.state_dict(), "uncond.pt"), "tiny", class_cond=True)
+        load_adm(write(tmp_path, tiny.state_dict(), "uncond.pt"), "test", class_cond=True)
 
 
 def test_unknown_preset_lists_presets(tmp_path, tiny):
-    with pytest.raises(KeyError, match="ffhq_256, imagenet_256_uncond, imagenet_256_cond, tiny"):
+    with pytest.raises(KeyError, match="ffhq_256, imagenet_256_uncond, imagenet_256_cond, test"):
         load_adm(write(tmp_path, tiny.state_dict()), "ffhq")

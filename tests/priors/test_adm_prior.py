@@ -14,18 +14,18 @@ def batch(seed: int = 1) -> torch.Tensor:
 
 
 def test_attributes_follow_the_network():
-    prior = ADMPrior.from_preset("tiny")
+    prior = ADMPrior.from_preset("test")
     assert isinstance(prior, DiffusionPrior) and not prior.is_latent
     assert prior.sample_shape == (3, 32, 32) and prior.variance == "learned_range"
     linear = NoiseSchedule.linear()
     assert torch.equal(prior.schedule.betas, linear.betas)
     assert prior.schedule.betas[0].item() == pytest.approx(1e-4) and prior.schedule.betas[-1].item() == 0.02
-    fixed = ADMPrior.from_preset("tiny", learn_sigma=False, in_channels=1)
+    fixed = ADMPrior.from_preset("test", learn_sigma=False, in_channels=1)
     assert fixed.sample_shape == (1, 32, 32) and fixed.variance == "fixed_small"
 
 
 def test_eps_and_variance_are_the_two_halves_of_the_output():
-    prior = ADMPrior.from_preset("tiny")
+    prior = ADMPrior.from_preset("test")
     x = batch()
     with torch.no_grad():
         out = prior(x, 250)
@@ -33,26 +33,26 @@ def test_eps_and_variance_are_the_two_halves_of_the_output():
     assert out.eps.shape == out.var_values.shape == x.shape
     assert torch.equal(out.eps, raw[:, :3]) and torch.equal(out.var_values, raw[:, 3:])
     assert not torch.allclose(out.eps, out.var_values)
-    fixed = ADMPrior.from_preset("tiny", learn_sigma=False)
+    fixed = ADMPrior.from_preset("test", learn_sigma=False)
     with torch.no_grad():
         out = fixed(x, torch.tensor([10, 20]))
         assert out.var_values is None and torch.equal(out.eps, fixed.network(x, torch.tensor([10, 20])))
 
 
 def test_random_init_is_seeded_and_nontrivial_guided_diffusion_init_is_zero():
-    a = ADMPrior.from_preset("tiny", generator=torch.Generator().manual_seed(5))
-    b = ADMPrior.from_preset("tiny", generator=torch.Generator().manual_seed(5))
-    c = ADMPrior.from_preset("tiny", generator=torch.Generator().manual_seed(6))
+    a = ADMPrior.from_preset("test", generator=torch.Generator().manual_seed(5))
+    b = ADMPrior.from_preset("test", generator=torch.Generator().manual_seed(5))
+    c = ADMPrior.from_preset("test", generator=torch.Generator().manual_seed(6))
     x = batch()
     with torch.no_grad():
         assert torch.equal(a(x, 7).eps, b(x, 7).eps) and not torch.allclose(a(x, 7).eps, c(x, 7).eps)
-        assert ADMPrior.from_preset("tiny", init="guided_diffusion")(x, 7).eps.abs().max() == 0
+        assert ADMPrior.from_preset("test", init="guided_diffusion")(x, 7).eps.abs().max() == 0
     with pytest.raises(ValueError, match="unknown init"):
-        ADMPrior.from_preset("tiny", init="xavier")
+        ADMPrior.from_preset("test", init="xavier")
 
 
 def test_class_labels_enter_as_an_added_embedding():
-    prior = ADMPrior.from_preset("tiny", class_cond=True)
+    prior = ADMPrior.from_preset("test", class_cond=True)
     x = batch()
     label = 417
     with torch.no_grad():
@@ -67,7 +67,7 @@ def test_class_labels_enter_as_an_added_embedding():
 
 
 def test_label_errors():
-    cond = ADMPrior.from_preset("tiny", class_cond=True)
+    cond = ADMPrior.from_preset("test", class_cond=True)
     x = batch()
     with pytest.raises(ValueError, match="class-conditional"):
         cond(x, 10)
@@ -76,13 +76,13 @@ def test_label_errors():
     with pytest.raises(ValueError, match="shape"):
         cond(x, 10, torch.tensor([1, 2, 3]))
     with pytest.raises(ValueError, match="unconditional"):
-        ADMPrior.from_preset("tiny")(x, 10, 5)
+        ADMPrior.from_preset("test")(x, 10, 5)
 
 
 def test_from_checkpoint_is_frozen_and_supports_pag(tmp_path):
-    source = ADMPrior.from_preset("tiny")
+    source = ADMPrior.from_preset("test")
     path = save_adm(source.network, tmp_path / "tiny.safetensors")
-    prior = ADMPrior.from_checkpoint(path, "tiny")
+    prior = ADMPrior.from_checkpoint(path, "test")
     assert not any(p.requires_grad for p in prior.parameters()) and not prior.training
     x = batch().requires_grad_(True)
     out = prior(x, 100)
@@ -90,7 +90,7 @@ def test_from_checkpoint_is_frozen_and_supports_pag(tmp_path):
     assert grad.abs().sum() > 0
     with torch.no_grad():
         normal = prior(x, 100).eps
-        with perturbed_self_attention(prior, pag_layers("tiny", "dps")):
+        with perturbed_self_attention(prior, pag_layers("test", "dps")):
             perturbed = prior(x, 100).eps
         assert torch.equal(normal, source(x, 100).eps) and not torch.allclose(normal, perturbed)
 

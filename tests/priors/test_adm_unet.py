@@ -15,8 +15,8 @@ def meta_unet(preset: str, **overrides) -> ADMUNet:
         return ADMUNet(**preset_config(preset, **overrides))
 
 
-def tiny_unet(seed: int = 0, **overrides) -> ADMUNet:
-    return randomize_(ADMUNet(**preset_config("tiny", **overrides)), torch.Generator().manual_seed(seed)).eval()
+def random_unet(seed: int = 0, **overrides) -> ADMUNet:
+    return randomize_(ADMUNet(**preset_config("test", **overrides)), torch.Generator().manual_seed(seed)).eval()
 
 
 def shapes(model: ADMUNet) -> dict[str, tuple[int, ...]]:
@@ -106,15 +106,15 @@ def test_channel_mult_and_attention_resolution_parsing():
     # guided-diffusion's 512 px default starts at half width
     assert shapes(meta_unet("ffhq_256", image_size=512, channel_mult=""))["input_blocks.0.0.weight"] == (64, 3, 3, 3)
     with pytest.raises(ValueError, match="feature-map sizes"):
-        meta_unet("tiny", attention_resolutions="4")  # the tiny UNet bottoms out at 8 px
+        meta_unet("test", attention_resolutions="4")  # the tiny UNet bottoms out at 8 px
     with pytest.raises(ValueError, match="no default channel_mult"):
-        meta_unet("tiny", channel_mult="")
+        meta_unet("test", channel_mult="")
     with pytest.raises(ValueError, match="divisible"):
-        meta_unet("tiny", num_head_channels=24)
+        meta_unet("test", num_head_channels=24)
 
 
 def test_config_rebuilds_the_same_model():
-    model = tiny_unet()
+    model = random_unet()
     assert shapes(ADMUNet(**model.config)) == shapes(model)
 
 
@@ -175,26 +175,26 @@ def test_resblock_matches_reference(out_channels, scale_shift, resample):
 
 
 def test_outputs_learned_sigma_channels_and_depend_on_timestep():
-    model = tiny_unet()
+    model = random_unet()
     x, t = inputs()
     with torch.no_grad():
         out = model(x, t)
         assert out.shape == (2, 6, 32, 32) and out.dtype == torch.float32
         assert not torch.allclose(out, model(x, t + 100))
         torch.testing.assert_close(model(x[:1], 3), out[:1], atol=1e-5, rtol=1e-4)  # scalar t broadcasts
-    assert tiny_unet(learn_sigma=False)(x, t).shape == (2, 3, 32, 32)
+    assert random_unet(learn_sigma=False)(x, t).shape == (2, 3, 32, 32)
 
 
 def test_class_labels_required_exactly_when_class_conditional():
     x, t = inputs()
     with pytest.raises(ValueError, match="class labels"):
-        tiny_unet(class_cond=True)(x, t)
+        random_unet(class_cond=True)(x, t)
     with pytest.raises(ValueError, match="class labels"):
-        tiny_unet()(x, t, torch.tensor([1, 2]))
+        random_unet()(x, t, torch.tensor([1, 2]))
 
 
 def test_guided_diffusion_init_zeroes_residual_outputs():
-    model = ADMUNet(**PRESETS["tiny"])  # torch default init + zero_module, as guided-diffusion trains from
+    model = ADMUNet(**PRESETS["test"])  # torch default init + zero_module, as guided-diffusion trains from
     assert model.out[2].weight.abs().sum() == 0 and model.middle_block[1].proj_out.weight.abs().sum() == 0
     x, t = inputs()
     assert model(x, t).abs().max() == 0
@@ -204,7 +204,7 @@ def test_guided_diffusion_init_zeroes_residual_outputs():
 
 
 def test_tiny_forward_backward_on_cpu():
-    model = tiny_unet().train()
+    model = random_unet().train()
     x, t = inputs()
     x.requires_grad_(True)
     loss = model(x, t).square().mean()
@@ -214,8 +214,8 @@ def test_tiny_forward_backward_on_cpu():
 
 
 def test_gradient_checkpointing_gives_same_outputs_and_gradients():
-    plain = tiny_unet()
-    ckpt = tiny_unet(use_checkpoint=True)
+    plain = random_unet()
+    ckpt = random_unet(use_checkpoint=True)
     ckpt.load_state_dict(plain.state_dict())
     x, t = inputs()
     grads = []
@@ -231,7 +231,7 @@ def test_gradient_checkpointing_gives_same_outputs_and_gradients():
 
 
 def test_bfloat16_autocast_runs_and_stays_close():
-    model = tiny_unet()
+    model = random_unet()
     x, t = inputs(batch=1, size=16)  # reduced-precision convs are slow on CPUs: keep it small
     with torch.no_grad():
         reference = model(x, t)
@@ -242,7 +242,7 @@ def test_bfloat16_autocast_runs_and_stays_close():
 
 
 def test_use_fp16_matches_float32_model():
-    model = tiny_unet()
+    model = random_unet()
     half = ADMUNet(**{**model.config, "use_fp16": True})
     half.load_state_dict(model.state_dict())
     assert half.input_blocks[3][1].qkv.weight.dtype == torch.float16

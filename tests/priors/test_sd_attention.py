@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import PAGIdentitySelfAttnProcessor2_0
 
 import priors
-from priors.sd import IdentitySelfAttnProcessor, build_tiny_sd_prior
+from priors.sd import IdentitySelfAttnProcessor, random_sd_prior
 
 PSLD_PAG_LAYER = "input_blocks.8.1.transformer_blocks.0.attn1"  # SPEC 5: down_blocks.2.attentions.1...attn1
 PSLD_PAG_PATH = "down_blocks.2.attentions.1.transformer_blocks.0.attn1"
@@ -14,7 +14,7 @@ PSLD_PAG_PATH = "down_blocks.2.attentions.1.transformer_blocks.0.attn1"
 
 @pytest.fixture(scope="module")
 def prior():
-    return build_tiny_sd_prior(seed=0)
+    return random_sd_prior(seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_shared_prefix_with_gradient_checkpointing(prior, inputs):
     """The solvers' memory-saving combination: checkpointed normal pass recorded, perturbed pass replayed, backward
     after both contexts. Same perturbed eps and same gradient as without checkpointing."""
     z, t = inputs
-    ckpt = build_tiny_sd_prior(seed=0, gradient_checkpointing=True)
+    ckpt = random_sd_prior(seed=0, gradient_checkpointing=True)
     results = []
     for model in (prior, ckpt):
         names = priors.resolve_layers(model, PSLD_PAG_LAYER)

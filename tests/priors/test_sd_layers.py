@@ -7,9 +7,9 @@ from diffusers import UNet2DConditionModel
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
 import priors
-from priors.sd import ldm_aliases, tiny_unet
+from priors.sd import ldm_aliases, random_unet
 from priors.sd.convert import ldm_unet_state_dict
-from priors.sd.tiny import SD15_UNET_CONFIG
+from priors.sd.testing import SD15_UNET_CONFIG
 
 # SD1.5 in the LDM paper code: input_blocks 0 conv_in; 1, 2 res+attn (320 ch); 3 down; 4, 5 res+attn (640);
 # 6 down; 7, 8 res+attn (1280); 9 down; 10, 11 res only. Output blocks: 3 per level, the first level has no
@@ -98,7 +98,7 @@ def test_ldm_names_agree_with_diffusers_checkpoint_conversion(sd15_unet, layers_
     else:
         with torch.device("meta"):
             unet = UNet2DConditionModel(**{**SD15_UNET_CONFIG, "layers_per_block": 1})
-    for model, compare_values in ((unet, False), (tiny_unet(layers_per_block=layers_per_block), True)):
+    for model, compare_values in ((unet, False), (random_unet(layers_per_block=layers_per_block), True)):
         ldm = {f"model.diffusion_model.{k}": v for k, v in ldm_unet_state_dict(model).items()}
         back = convert_ldm_unet_checkpoint(ldm, dict(model.config))
         state = model.state_dict()
@@ -112,7 +112,7 @@ def test_ldm_names_agree_with_diffusers_checkpoint_conversion(sd15_unet, layers_
 def test_layers_per_block_1_numbering():
     """With one layer per block the LDM numbering shifts: input_blocks 1 (attn), 2 (down), 3 (attn), 4, 5, 6, 7
     (res only); output_blocks 2 per level."""
-    unet = tiny_unet(layers_per_block=1)
+    unet = random_unet(layers_per_block=1)
     aliases = ldm_aliases(unet)
     assert aliases["input_blocks.1.1"] == "down_blocks.0.attentions.0"
     assert aliases["input_blocks.3.1"] == "down_blocks.1.attentions.0"

@@ -7,13 +7,13 @@ import pytest
 import torch
 from diffusers.loaders.single_file_utils import infer_diffusers_model_type, load_single_file_checkpoint
 
-from priors.sd import build_tiny_sd_prior, load_sd, save_sd
+from priors.sd import load_sd, random_sd_prior, save_sd
 from priors.sd.convert import save_single_file
 
 
 @pytest.fixture(scope="module")
 def prior():
-    return build_tiny_sd_prior(seed=0)
+    return random_sd_prior(seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_keep_text_encoder_false_keeps_only_the_null_embedding(prior, folder):
 
 
 def test_prior_without_text_encoder_round_trips(tmp_path):
-    bare = build_tiny_sd_prior(seed=2, with_text_encoder=False)
+    bare = random_sd_prior(seed=2, with_text_encoder=False)
     folder = save_sd(bare, tmp_path / "bare")
     assert not (folder / "text_encoder").exists()
     loaded = load_sd(folder)
@@ -106,7 +106,7 @@ def test_prior_without_text_encoder_round_trips(tmp_path):
 
 
 def test_v_prediction_round_trips(tmp_path):
-    v = build_tiny_sd_prior(seed=0, prediction_type="v_prediction")
+    v = random_sd_prior(seed=0, prediction_type="v_prediction")
     loaded = load_sd(save_sd(v, tmp_path / "v"))
     assert loaded.prediction_type == "v_prediction"
     _assert_same(_probe(loaded), _probe(v))
@@ -126,7 +126,7 @@ def test_single_file_round_trip(prior, folder, tmp_path, suffix):
 
 
 def test_single_file_without_text_encoder(tmp_path):
-    bare = build_tiny_sd_prior(seed=3, with_text_encoder=False)
+    bare = random_sd_prior(seed=3, with_text_encoder=False)
     folder = save_sd(bare, tmp_path / "bare")
     path = save_single_file(bare, tmp_path / "bare.safetensors")
     loaded = load_sd(path, config=folder)

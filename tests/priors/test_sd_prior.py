@@ -5,12 +5,12 @@ import torch
 from torch import nn
 
 from priors import ModelOutput, NoiseSchedule
-from priors.sd import StableDiffusionPrior, build_tiny_sd_prior, tiny_vae
+from priors.sd import StableDiffusionPrior, random_sd_prior, random_vae
 
 
 @pytest.fixture(scope="module")
 def prior():
-    return build_tiny_sd_prior(seed=0)
+    return random_sd_prior(seed=0)
 
 
 @pytest.fixture
@@ -34,10 +34,10 @@ def test_shapes_schedule_and_flags(prior):
     assert prior.prediction_type == "epsilon"
     assert prior.has_text_encoder
     assert not any(p.requires_grad for p in prior.parameters())  # frozen: no weight gradients
-    assert build_tiny_sd_prior(image_size=64).sample_shape == (4, 16, 16)
-    assert build_tiny_sd_prior(down_factor=8, image_size=64).sample_shape == (4, 8, 8)
+    assert random_sd_prior(image_size=64).sample_shape == (4, 16, 16)
+    assert random_sd_prior(down_factor=8, image_size=64).sample_shape == (4, 8, 8)
     with pytest.raises(ValueError, match="divisible"):
-        build_tiny_sd_prior(image_size=30)
+        random_sd_prior(image_size=30)
 
 
 def test_encode_is_scaled_posterior_mean(prior, images):
@@ -81,7 +81,7 @@ def test_decode_inverts_scaling_and_is_differentiable(prior):
 
 def test_decode_gradient_matches_finite_differences():
     """Directional derivative of a loss through decode (float64): autograd vs central differences."""
-    prior = build_tiny_sd_prior(seed=1).double()
+    prior = random_sd_prior(seed=1).double()
     z = _latents().double().requires_grad_(True)
     direction = _latents(seed=5).double()
     loss = lambda z: prior.decode(z).sin().sum()  # noqa: E731
@@ -116,7 +116,7 @@ def test_prompt_embeddings_are_cached(prior):
     calls = []
     handle = prior.text_encoder.register_forward_hook(lambda m, a, o: calls.append(a[0].clone()))
     try:
-        fresh = build_tiny_sd_prior(seed=0)
+        fresh = random_sd_prior(seed=0)
         fresh_calls = []
         h2 = fresh.text_encoder.register_forward_hook(lambda m, a, o: fresh_calls.append(1))
         z = _latents()
@@ -140,8 +140,8 @@ def test_prompt_embeddings_are_cached(prior):
 
 
 def test_without_text_encoder_only_the_empty_prompt():
-    with_text = build_tiny_sd_prior(seed=0)
-    bare = build_tiny_sd_prior(seed=0, with_text_encoder=False)
+    with_text = random_sd_prior(seed=0)
+    bare = random_sd_prior(seed=0, with_text_encoder=False)
     assert not bare.has_text_encoder and bare.text_encoder is None
     torch.testing.assert_close(bare.null_embedding, with_text.null_embedding)
     z = _latents()
@@ -184,7 +184,7 @@ def test_other_parameterisations_convert_to_eps(prediction_type):
     target = abar.sqrt() * eps - (1 - abar).sqrt() * x0 if prediction_type == "v_prediction" else x0
     prior = StableDiffusionPrior(
         _OracleUNet(target),
-        tiny_vae(),
+        random_vae(),
         schedule,
         image_size=32,
         prediction_type=prediction_type,
@@ -192,11 +192,13 @@ def test_other_parameterisations_convert_to_eps(prediction_type):
     )
     torch.testing.assert_close(prior(x_t, t).eps, eps, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="prediction_type"):
-        StableDiffusionPrior(_OracleUNet(target), tiny_vae(), prediction_type="x0", null_embedding=torch.zeros(1, 4, 8))
+        StableDiffusionPrior(
+            _OracleUNet(target), random_vae(), prediction_type="x0", null_embedding=torch.zeros(1, 4, 8)
+        )
 
 
 def test_v_prediction_from_scheduler_config():
-    assert build_tiny_sd_prior(prediction_type="v_prediction").prediction_type == "v_prediction"
+    assert random_sd_prior(prediction_type="v_prediction").prediction_type == "v_prediction"
 
 
 def _eps_and_grads(prior, z, t):
@@ -208,8 +210,8 @@ def _eps_and_grads(prior, z, t):
 
 
 def test_gradient_checkpointing_same_values_and_gradients():
-    plain = build_tiny_sd_prior(seed=0)
-    ckpt = build_tiny_sd_prior(seed=0, gradient_checkpointing=True, vae_gradient_checkpointing=True)
+    plain = random_sd_prior(seed=0)
+    ckpt = random_sd_prior(seed=0, gradient_checkpointing=True, vae_gradient_checkpointing=True)
     assert ckpt.unet.is_gradient_checkpointing and ckpt.vae.is_gradient_checkpointing
     assert not plain.unet.is_gradient_checkpointing
     z, t = _latents(), torch.tensor([600, 20])
@@ -229,8 +231,8 @@ def test_gradient_checkpointing_same_values_and_gradients():
 
 
 def test_autocast_returns_float32_close_to_float32():
-    plain = build_tiny_sd_prior(seed=0)
-    amp = build_tiny_sd_prior(seed=0, autocast_dtype="bf16")
+    plain = random_sd_prior(seed=0)
+    amp = random_sd_prior(seed=0, autocast_dtype="bf16")
     assert amp.autocast_dtype == torch.bfloat16 and amp.vae_autocast_dtype == torch.bfloat16
     seen = []
     hook = amp.unet.conv_in.register_forward_hook(lambda m, a, o: seen.append(o.dtype))
@@ -244,13 +246,13 @@ def test_autocast_returns_float32_close_to_float32():
     assert torch.nn.functional.cosine_similarity(grad_a.flatten(), grad_b.flatten(), dim=0) > 0.99
     x = amp.decode(z)
     assert x.dtype == torch.float32
-    unet_only = build_tiny_sd_prior(seed=0, autocast_dtype=torch.bfloat16, vae_autocast_dtype=None)
+    unet_only = random_sd_prior(seed=0, autocast_dtype=torch.bfloat16, vae_autocast_dtype=None)
     torch.testing.assert_close(unet_only.decode(z), plain.decode(z))
 
 
 def test_vae_slicing_identical_with_gradients(images):
-    plain = build_tiny_sd_prior(seed=0)
-    sliced = build_tiny_sd_prior(seed=0, vae_slicing=True)
+    plain = random_sd_prior(seed=0)
+    sliced = random_sd_prior(seed=0, vae_slicing=True)
     assert sliced.vae.use_slicing
     x_a = images.clone().requires_grad_(True)
     x_b = images.clone().requires_grad_(True)
@@ -266,7 +268,7 @@ def test_vae_slicing_identical_with_gradients(images):
 def test_vae_tiling_keeps_gradients_exact():
     """Tiled decode (16 px tiles for a 32 px image) is differentiable: autograd agrees with central
     differences (float64), and it really tiled (the decoder ran once per tile)."""
-    prior = build_tiny_sd_prior(seed=0, vae_tiling=True, vae_tile_size=16).double()
+    prior = random_sd_prior(seed=0, vae_tiling=True, vae_tile_size=16).double()
     calls = []
     hook = prior.vae.decoder.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[-1]))
     z = _latents().double().requires_grad_(True)

@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import priors
 from priors.adm import ADMPrior
 from priors.prefix import SkipBranch, _SkipSplit
-from priors.sd import build_tiny_sd_prior, skip_branches
+from priors.sd import random_sd_prior, skip_branches
 from solvers import PAG, NoisePredictor
 
 ADM_LAYER = "input_blocks.3.1"  # tiny preset: the 16 px attention after input blocks 0-2
@@ -20,12 +20,12 @@ SD_LAYER = "input_blocks.8.1.transformer_blocks.0.attn1"  # PSLD_PAG's layer
 
 @pytest.fixture(scope="module")
 def adm():
-    return ADMPrior.from_preset("tiny", init="random", generator=torch.Generator().manual_seed(0)).double()
+    return ADMPrior.from_preset("test", init="random", generator=torch.Generator().manual_seed(0)).double()
 
 
 @pytest.fixture(scope="module")
 def sd():
-    return build_tiny_sd_prior(seed=0).double()
+    return random_sd_prior(seed=0).double()
 
 
 def run_calls(prior, layer, x, t, mode, calls=3):
@@ -138,9 +138,9 @@ def test_replayed_conv_sees_only_the_live_channels(adm):
 
 
 def test_checkpointed_blocks_are_not_split(sd):
-    adm = ADMPrior.from_preset("tiny", init="random", use_checkpoint=True)
+    adm = ADMPrior.from_preset("test", init="random", use_checkpoint=True)
     assert adm.skip_branches() == []
-    ckpt = build_tiny_sd_prior(seed=0, gradient_checkpointing=True)
+    ckpt = random_sd_prior(seed=0, gradient_checkpointing=True)
     assert skip_branches(ckpt.unet) == []
     assert len(skip_branches(sd.unet)) == sum(len(b.resnets) for b in sd.unet.up_blocks)
 
@@ -148,8 +148,8 @@ def test_checkpointed_blocks_are_not_split(sd):
 def test_checkpointed_sd_prior_with_pag_matches_the_plain_one():
     """Gradient checkpointing reruns blocks in backward; the shared prefix must still give the same numbers."""
     z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
-    plain, _ = run_calls(build_tiny_sd_prior(seed=0), SD_LAYER, z, 300, "shared_prefix", calls=2)
-    ckpt, _ = run_calls(build_tiny_sd_prior(seed=0, gradient_checkpointing=True), SD_LAYER, z, 300, "shared_prefix", 2)
+    plain, _ = run_calls(random_sd_prior(seed=0), SD_LAYER, z, 300, "shared_prefix", calls=2)
+    ckpt, _ = run_calls(random_sd_prior(seed=0, gradient_checkpointing=True), SD_LAYER, z, 300, "shared_prefix", 2)
     for a, b in zip(plain, ckpt, strict=True):
         for u, v in zip(a, b, strict=True):
             torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)

@@ -10,7 +10,7 @@ import torch
 
 import runner
 from operators.random import generators_from_seeds
-from priors.tiny import TINY_ADM, TINY_SD, load_tiny_adm, load_tiny_sd
+from priors.tiny import TINY_ADM, TINY_ADM_CONFIG, TINY_SD, load_tiny_adm, load_tiny_sd
 from runner.seeds import image_streams
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,8 +57,8 @@ def test_shipped_adm_loads_strictly_and_matches_its_training_config():
     from priors.adm import ADMUNet
 
     with torch.device("meta"):
-        declared = ADMUNet(**_script("train_prior").MODEL_CONFIG).config
-    assert trained_with["model"] == _script("train_prior").MODEL_CONFIG
+        declared = ADMUNet(**TINY_ADM_CONFIG).config
+    assert trained_with["model"] == TINY_ADM_CONFIG
     assert prior.network.config == declared
     assert prior.variance == "learned_range" and prior.sample_shape == (3, 32, 32)
 

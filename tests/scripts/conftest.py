@@ -45,7 +45,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def tiny_sd_folder(tmp_path_factory) -> Path:
     """A random-init tiny latent prior (SD1.5-shaped UNet, 32 px <-> 4x8x8) saved as a diffusers folder."""
     sd = pytest.importorskip("priors.sd", reason="priors.sd (the latent SD prior) is not in this checkout")
-    prior = sd.build_tiny_sd_prior(seed=0, image_size=32, with_text_encoder=False)
+    prior = sd.random_sd_prior(seed=0, image_size=32, with_text_encoder=False)
     return sd.save_sd(prior, tmp_path_factory.mktemp("prior") / "tiny_sd")
 
 

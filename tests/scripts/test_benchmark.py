@@ -48,7 +48,7 @@ def mid_chain_problem(bench, model: str):
     return problem, int(schedule.timesteps[len(schedule) // 2])
 
 
-@pytest.mark.parametrize("model", ["tiny_adm", "tiny_sd"])
+@pytest.mark.parametrize("model", ["test_adm", "test_sd"])
 def test_flops_of_each_case_are_the_passes_it_runs(bench, case_costs, model):
     """PAG off = the bare equations; PAG without graph adds exactly one perturbed forward pass (counted on its own);
     keeping the graph (naive) adds no backward work, since the data term differentiates the unguided eps; the
@@ -72,8 +72,8 @@ def test_flops_of_each_case_are_the_passes_it_runs(bench, case_costs, model):
 def test_latent_levers_and_cfg_do_the_work_they_are_named_for(bench, case_costs):
     """PSLD: CFG + PAG adds one conditional UNet pass with its backward (counted on its own); bf16 autocast changes
     no work, checkpointing adds the recomputed forwards."""
-    gflop = {label: c["gflop"] for label, c in case_costs("tiny_sd").items()}
-    problem, t = mid_chain_problem(bench, "tiny_sd")
+    gflop = {label: c["gflop"] for label, c in case_costs("test_sd").items()}
+    problem, t = mid_chain_problem(bench, "test_sd")
     x_t = problem.x_t.clone().requires_grad_(True)
     with bench.FlopCount() as cond_pass:  # FlopCounterMode's module hooks refuse autograd.grad on a leaf
         eps = problem.prior(x_t, t, torch.randn(problem.prior.null_embedding.shape)).eps
@@ -86,16 +86,16 @@ def test_latent_levers_and_cfg_do_the_work_they_are_named_for(bench, case_costs)
 
 def test_report_covers_every_case(bench, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    args = "--only tiny_adm --warmup 1 --repeats 2 --threads 1 --no-memory --malloc retain --json"
+    args = "--only test_adm --warmup 1 --repeats 2 --threads 1 --no-memory --malloc retain --json"
     bench.main([*args.split(), str(out)])
     report = json.loads(out.read_text())
     rows = {r["mode"]: r for r in report["results"]}
-    assert set(rows) == {c.mode for c in bench.cases_for("tiny_adm")}
+    assert set(rows) == {c.mode for c in bench.cases_for("test_adm")}
     assert all(len(r["seconds"]) == 2 and r["malloc"] == "retain" for r in rows.values())
     assert rows["none"]["ratios"] == [1.0, 1.0]
     assert report["machine"]["repeats"] == 2
     printed = capsys.readouterr().out
-    assert "| tiny_adm | retain | shared |" in printed
+    assert "| test_adm | retain | shared |" in printed
 
     # --table re-renders the saved file: the same table as the run printed
     bench.main(["--table", str(out)])
@@ -104,15 +104,15 @@ def test_report_covers_every_case(bench, tmp_path, capsys):
 
 def test_costs_only_run_reports_work_without_timings(bench, tmp_path, capsys):
     out = tmp_path / "costs.json"
-    bench.main(["--only", "tiny_adm", "--repeats", "0", "--json", str(out)])
+    bench.main(["--only", "test_adm", "--repeats", "0", "--json", str(out)])
     rows = {r["mode"]: r for r in json.loads(out.read_text())["results"]}
     assert all(r["seconds"] == [] and r["ratio_to_none"] is None for r in rows.values())
     assert rows["shared"]["gflop"] < rows["none"]["gflop"] * 1.5 and rows["shared"]["ops"] > 0
-    assert "| tiny_adm | system | shared | - | - | - | - |" in capsys.readouterr().out
+    assert "| test_adm | system | shared | - | - | - | - |" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # nothing left to measure
-        bench.main(["--only", "tiny_adm", "--repeats", "0", "--no-memory"])
+        bench.main(["--only", "test_adm", "--repeats", "0", "--no-memory"])
 
 
 def test_unknown_allocator_setting_is_refused(bench):
     with pytest.raises(SystemExit):
-        bench.main(["--only", "tiny_adm", "--malloc", "jemalloc"])
+        bench.main(["--only", "test_adm", "--malloc", "jemalloc"])

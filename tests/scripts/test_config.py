@@ -8,12 +8,13 @@ import copy
 import functools
 
 import pytest
+import yaml
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 import runner
 from priors.adm import PAG_LAYERS
-from runner import SetupError, compose, resolve_settings
+from runner import CONF_DIR, SetupError, compose, resolve_settings
 
 TASKS = ("box_inpaint", "sr8", "gaussian_deblur", "motion_deblur")  # the paper's columns: inpaint, SR x8, Gauss, Motion
 
@@ -168,9 +169,15 @@ def test_auto_solver_follows_the_prior():
     assert _composed().solver.name == "dps"
 
 
-def test_solver_configs_have_the_same_keys():
+def test_solver_configs_share_the_base_keys_and_auto_has_the_defaults_keys():
+    # each solver's file holds only its own keys (shared ones in conf/solver/_base.yaml); solver=auto accepts the
+    # keys of every solver it may pick, so solver.zeta=... / solver.eta=... work with it
+    base = set(yaml.safe_load((CONF_DIR / "solver" / "_base.yaml").read_text()))
     keys = {name: set(_composed(f"solver={name}").solver) for name in ("auto", "dps", "psld")}
-    assert keys["auto"] == keys["dps"] == keys["psld"]
+    assert base == {"name", "num_steps"}
+    assert keys["dps"] == base | {"zeta", "clip_x0"}
+    assert keys["psld"] >= base | {"omega", "gamma", "eta", "prompt", "cfg_scale"}
+    assert keys["auto"] == keys["dps"] | keys["psld"]
 
 
 @pytest.mark.parametrize(

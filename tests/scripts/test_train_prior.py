@@ -6,6 +6,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from priors.tiny import TINY_ADM_CONFIG
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_prior.py"
 
 
@@ -53,5 +55,5 @@ def test_export_writes_a_strictly_loadable_prior(tmp_path):
     _script().main(["--out", str(tmp_path), "--export", str(tmp_path / "export" / "model")])
     weights = load_file(tmp_path / "export" / "model.safetensors")
     prior = ADMPrior.from_checkpoint(tmp_path / "export" / "model.safetensors")
-    assert prior.network.config["num_channels"] == _script().MODEL_CONFIG["num_channels"]
+    assert prior.network.config["num_channels"] == TINY_ADM_CONFIG["num_channels"]
     assert set(weights) == set(prior.network.state_dict())

@@ -15,7 +15,7 @@ LAYERS = ("input_blocks.3.1", "middle_block.1")
 
 @pytest.fixture(scope="module")
 def prior():
-    return ADMPrior.from_preset("tiny", init="random", generator=torch.Generator().manual_seed(0)).eval()
+    return ADMPrior.from_preset("test", init="random", generator=torch.Generator().manual_seed(0)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ class RecordingOperator(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def prior64():
-    return ADMPrior.from_preset("tiny", init="random", generator=torch.Generator().manual_seed(0)).double()
+    return ADMPrior.from_preset("test", init="random", generator=torch.Generator().manual_seed(0)).double()
 
 
 @pytest.mark.parametrize("x0_from", ["unguided", "guided"])

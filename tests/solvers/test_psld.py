@@ -14,9 +14,9 @@ LAYER = "input_blocks.8.1.transformer_blocks.0.attn1"
 
 @pytest.fixture(scope="module")
 def prior():
-    from priors.sd import build_tiny_sd_prior
+    from priors.sd import random_sd_prior
 
-    return build_tiny_sd_prior(seed=0, image_size=32)
+    return random_sd_prior(seed=0, image_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +124,6 @@ def test_psld_refuses_pixel_priors_and_dps_refuses_latent(prior):
     from solvers import DPS
 
     with pytest.raises(ValueError, match="latent priors"):
-        PSLD(ADMPrior.from_preset("tiny"), None)
+        PSLD(ADMPrior.from_preset("test"), None)
     with pytest.raises(ValueError, match="pixel-space priors"):
         DPS(prior, None)

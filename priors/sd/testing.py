@@ -1,4 +1,6 @@
-"""Tiny Stable-Diffusion-shaped components built from configs (no download), for tests and smoke runs.
+"""Small Stable-Diffusion-shaped components with random weights, built from configs (no download), for tests and
+cost measurements. Not the shipped trained latent prior (``priors.tiny.load_tiny_sd``, architecture
+``priors.tiny.TINY_SD_UNET_CONFIG``).
 
 The UNet keeps SD1.5's block types and ``layers_per_block=2`` (so every LDM layer name of the papers,
 ``input_blocks.8.1`` included, exists) with 16-32 channels; the VAE downsamples by 4 (three levels); the text
@@ -48,7 +50,7 @@ SD_SCHEDULER_CONFIG = {  # Stable Diffusion's training schedule, as a DDIM sched
     "prediction_type": "epsilon",
 }
 
-TINY_UNET_CONFIG = {
+TEST_UNET_CONFIG = {
     **SD15_UNET_CONFIG,
     "sample_size": 8,
     "block_out_channels": [16, 32, 32, 32],
@@ -57,7 +59,7 @@ TINY_UNET_CONFIG = {
     "norm_num_groups": 8,
 }
 
-TINY_VAE_CONFIG = {
+TEST_VAE_CONFIG = {
     "in_channels": 3,
     "out_channels": 3,
     "down_block_types": ["DownEncoderBlock2D"] * 3,
@@ -70,7 +72,7 @@ TINY_VAE_CONFIG = {
     "scaling_factor": 0.18215,
 }
 
-TINY_TEXT_CONFIG = {
+TEST_TEXT_CONFIG = {
     "hidden_size": 32,
     "intermediate_size": 64,
     "num_hidden_layers": 2,
@@ -80,23 +82,23 @@ TINY_TEXT_CONFIG = {
     "projection_dim": 32,
 }
 
-TINY_WORDS = ("a", "photo", "of", "face", "person", "high", "quality", "blurry", "dog", "cat")
+TEST_WORDS = ("a", "photo", "of", "face", "person", "high", "quality", "blurry", "dog", "cat")
 
 
-def tiny_unet(seed: int = 0, **overrides) -> UNet2DConditionModel:
+def random_unet(seed: int = 0, **overrides) -> UNet2DConditionModel:
     """SD1.5-shaped UNet (same block types, ``layers_per_block=2``) with 16/32 channels."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return UNet2DConditionModel(**{**TINY_UNET_CONFIG, **overrides}).eval()
+        return UNet2DConditionModel(**{**TEST_UNET_CONFIG, **overrides}).eval()
 
 
-def tiny_vae(seed: int = 0, down_factor: int = 4, **overrides) -> AutoencoderKL:
+def random_vae(seed: int = 0, down_factor: int = 4, **overrides) -> AutoencoderKL:
     """A small ``AutoencoderKL`` downsampling by ``down_factor`` (4 or 8)."""
     levels = {4: 3, 8: 4}.get(down_factor)
     if levels is None:
         raise ValueError(f"down_factor must be 4 or 8, got {down_factor}")
     config = {
-        **TINY_VAE_CONFIG,
+        **TEST_VAE_CONFIG,
         "down_block_types": ["DownEncoderBlock2D"] * levels,
         "up_block_types": ["UpDecoderBlock2D"] * levels,
         "block_out_channels": [16, 32, 32, 32][:levels],
@@ -120,7 +122,7 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, chars)))
 
 
-def tiny_tokenizer(words: Sequence[str] = TINY_WORDS, model_max_length: int = 16):
+def byte_tokenizer(words: Sequence[str] = TEST_WORDS, model_max_length: int = 16):
     """A CLIP tokenizer over the byte alphabet plus whole-word merges for ``words`` (built offline).
 
     Any text tokenizes (unknown words fall back to single bytes); ``words`` become one token each.
@@ -146,13 +148,13 @@ def tiny_tokenizer(words: Sequence[str] = TINY_WORDS, model_max_length: int = 16
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 
-def tiny_text_encoder(tokenizer, seed: int = 0, **overrides):
+def random_text_encoder(tokenizer, seed: int = 0, **overrides):
     """A 2-layer CLIP text encoder whose vocabulary and special tokens match ``tokenizer``."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     config = CLIPTextConfig(
         **{
-            **TINY_TEXT_CONFIG,
+            **TEST_TEXT_CONFIG,
             "vocab_size": len(tokenizer),
             "max_position_embeddings": tokenizer.model_max_length,
             "bos_token_id": tokenizer.bos_token_id,
@@ -166,12 +168,12 @@ def tiny_text_encoder(tokenizer, seed: int = 0, **overrides):
         return CLIPTextModel(config).eval()
 
 
-def tiny_scheduler(**overrides) -> DDIMScheduler:
+def sd_scheduler(**overrides) -> DDIMScheduler:
     """Stable Diffusion's schedule (scaled_linear, 1000 steps, epsilon prediction) as a DDIM scheduler."""
     return DDIMScheduler(**{**SD_SCHEDULER_CONFIG, **overrides})
 
 
-def build_tiny_sd_prior(
+def random_sd_prior(
     seed: int = 0,
     image_size: int = 32,
     with_text_encoder: bool = True,
@@ -179,16 +181,17 @@ def build_tiny_sd_prior(
     prediction_type: str = "epsilon",
     **options,
 ) -> StableDiffusionPrior:
-    """A tiny latent prior: SD1.5-shaped UNet, a VAE downsampling by ``down_factor``, a CLIP text encoder.
+    """A small random-weight latent prior: SD1.5-shaped UNet, a VAE downsampling by ``down_factor``, a CLIP text
+    encoder.
 
     ``with_text_encoder=False`` stores the empty-prompt embedding of the same text encoder instead (a small
     trained model ships like this), so prompts other than "" raise. ``options`` go to ``StableDiffusionPrior``.
     """
-    unet = tiny_unet(seed)
-    vae = tiny_vae(seed + 1, down_factor=down_factor)
-    tokenizer = tiny_tokenizer(model_max_length=TINY_TEXT_CONFIG["max_position_embeddings"])
-    text_encoder = tiny_text_encoder(tokenizer, seed + 2)
-    scheduler = tiny_scheduler(prediction_type=prediction_type)
+    unet = random_unet(seed)
+    vae = random_vae(seed + 1, down_factor=down_factor)
+    tokenizer = byte_tokenizer(model_max_length=TEST_TEXT_CONFIG["max_position_embeddings"])
+    text_encoder = random_text_encoder(tokenizer, seed + 2)
+    scheduler = sd_scheduler(prediction_type=prediction_type)
     if with_text_encoder:
         return StableDiffusionPrior(
             unet, vae, scheduler, text_encoder=text_encoder, tokenizer=tokenizer, image_size=image_size, **options
