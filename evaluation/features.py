@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .result import MetricUnavailable
+
 
 class FeatureExtractor:
     """A named feature network run in batches without gradients."""
@@ -91,6 +93,11 @@ def _shapes(weights, dims: int, device, setting: str) -> tuple[str, nn.Module]:
     from .shapes_net import SHAPES_FEATURES, load_shapes_net
 
     path = Path(weights) if weights else SHAPES_FEATURES
+    if not path.is_file():
+        raise MetricUnavailable(
+            f"shapes feature network not found at {path} (it ships with the repository; to retrain: "
+            "python scripts/train_features.py --out runs/shapes_features, then --export evaluation/shapes_features32)"
+        )
     net = load_shapes_net(path, device)
     where = path.name if path == SHAPES_FEATURES else str(path)
     return f"shapes (evaluation/{where}, {net.feature_dim}-d)", ShapesFeatures(net)
