@@ -125,7 +125,7 @@ def evaluate_task(args, task: str, prior, scales: list[float], distribution: Dis
 
 
 def kid_cell(r: dict) -> str:
-    return f"{1e3 * r['kid']:.1f} ± {1e3 * r['kid_std']:.1f}"
+    return f"{r['kid']:.3f} ± {r['kid_std']:.3f}"
 
 
 def stats_cells(r: dict) -> str:
@@ -135,7 +135,7 @@ def stats_cells(r: dict) -> str:
 def distribution_table(rows: dict[str, dict], n: int) -> str:
     """Rows: label -> Distribution row; one column per metric."""
     lines = [
-        f"| {n} images | KID x 10^3 ± std | FID | sharpness | contrast | clipped % |",
+        f"| {n} images | KID ± std | FID | sharpness | contrast | clipped % |",
         "|---|---|---|---|---|---|",
     ]
     for label, r in rows.items():
@@ -145,9 +145,9 @@ def distribution_table(rows: dict[str, dict], n: int) -> str:
 
 
 def restoration_kid_table(results: dict[str, dict]) -> str:
-    """KID x 10^3 ± std of every row of every task against the reference set."""
+    """KID ± std of every row of every task against the reference set."""
     labels = list(next(iter(results.values()))["rows"])
-    lines = ["| KID x 10^3 ± std | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+    lines = ["| KID ± std | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
     for label in labels:
         cells = [kid_cell(results[task]["rows"][label]["distribution"]) for task in results]
         lines.append(f"| {'ground truth' if label == 'label' else label} | " + " | ".join(cells) + " |")
@@ -206,7 +206,7 @@ def unconditional(args, prior, distribution: Distribution | None) -> tuple[dict,
         if distribution is not None and args.unconditional:
             rows[label] = distribution(images[: args.unconditional]) | {"seconds": time.time() - start}
             r = rows[label]
-            print(f"  samples {label:10s} KID {kid_cell(r)} (x 1e-3) FID {r['fid']:.2f} ({time.time() - start:.0f} s)")
+            print(f"  samples {label:10s} KID {kid_cell(r)} FID {r['fid']:.2f} ({time.time() - start:.0f} s)")
     if distribution is not None and args.unconditional:
         rows["data (test split)"] = distribution.data_row(args.unconditional)
     return rows, pictures, {"scales": scales, "layers": list(layers), "num_steps": steps, "n": n}

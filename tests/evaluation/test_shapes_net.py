@@ -60,7 +60,8 @@ def test_shipped_network_reaches_its_stated_heldout_accuracy(meta):
         # ... and consistent with the larger held-out measurement (3 binomial standard errors)
         p = heldout[head]
         assert value >= p - 3 * math.sqrt(p * (1 - p) / n), head
-    assert accuracy["texture"] > 0.95 and accuracy["top_kind"] > 0.8  # far above chance (1/3, 1/4)
+    # far above chance (1/3, 1/4, 1/6)
+    assert accuracy["texture"] > 0.95 and accuracy["top_kind"] > 0.5 and accuracy["top_hue"] > 0.45
 
 
 def test_labels_come_with_the_same_image():
