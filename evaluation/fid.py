@@ -25,6 +25,7 @@ import torch
 from .result import MetricUnavailable
 from .weights import WeightsFile, find_weights
 
+#: pytorch-fid's ``FID_WEIGHTS_URL``; it loads the file without a hash check, so none is enforced here
 INCEPTION = WeightsFile(
     "FID Inception",
     "pt_inception-2015-12-05-6726825d.pth",

@@ -17,15 +17,20 @@ import torch
 from .result import MetricUnavailable
 from .weights import WeightsFile, find_weights
 
-#: torchvision ImageNet weights of the LPIPS backbones (torchvision's ``*_Weights.IMAGENET1K_V1``)
+#: torchvision ImageNet weights of the LPIPS backbones (torchvision's ``*_Weights.IMAGENET1K_V1``); the hex in the
+#: file name is the SHA-256 prefix torchvision checks on download (``get_state_dict(check_hash=True)``)
 BACKBONES: dict[str, WeightsFile] = {
     "alex": WeightsFile(
         "LPIPS backbone (AlexNet)",
         "alexnet-owt-7be5be79.pth",
         "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        sha256="7be5be79",
     ),
     "vgg": WeightsFile(
-        "LPIPS backbone (VGG16)", "vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth"
+        "LPIPS backbone (VGG16)",
+        "vgg16-397923af.pth",
+        "https://download.pytorch.org/models/vgg16-397923af.pth",
+        sha256="397923af",
     ),
 }
 

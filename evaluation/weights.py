@@ -1,8 +1,8 @@
 """Where metric networks find their weights offline: an explicit file, or the warm torch hub cache.
 
-Nothing here downloads. ``torch.hub.get_dir()`` is ``$TORCH_HOME/hub`` (default ``~/.cache/torch/hub``), and
-torchvision / pytorch-fid keep downloaded weights in its ``checkpoints/`` folder under the URL's file name, so
-a cache copied from a machine with internet works as is.
+Nothing here downloads (``runner.weights`` fetches into that cache before a run). ``torch.hub.get_dir()`` is
+``$TORCH_HOME/hub`` (default ``~/.cache/torch/hub``), and torchvision / pytorch-fid keep downloaded weights in its
+``checkpoints/`` folder under the URL's file name, so a cache copied from a machine with internet works as is.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from .result import MetricUnavailable
 
 @dataclass(frozen=True)
 class WeightsFile:
-    """A weights file a metric needs: its canonical file name and where it can be downloaded."""
+    """A weights file a metric needs: its canonical file name, where it is published and the SHA-256 (or the
+    published prefix of it) it must have; None where its publisher gives none."""
 
     what: str
     filename: str
     url: str
+    sha256: str | None = None
 
 
 def hub_checkpoint(filename: str) -> Path:

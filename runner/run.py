@@ -31,6 +31,7 @@ from .data import DataSet, Sample, build_dataset
 from .errors import SetupError
 from .seeds import image_streams
 from .store import TaskFolder
+from .weights import is_offline, metric_files, prefetch_command
 
 log = logging.getLogger("runner")
 
@@ -47,7 +48,7 @@ def experiment_identity(cfg: DictConfig, settings: Settings, size: int) -> dict[
     effective = {k: v for k, v in settings.to_dict().items() if k != "sources"}
     return {
         "task": c["task"],
-        "prior": {k: v for k, v in c["prior"].items() if k not in ("title", "download", "features")},
+        "prior": {k: v for k, v in c["prior"].items() if k not in ("title", "download", "weights", "features")},
         "solver": solver,
         "settings": effective,
         "data": {k: v for k, v in c["data"].items() if k not in _DATA_SELECTION_KEYS},
@@ -83,7 +84,8 @@ class Experiment:
         size = int(cfg.prior.image_size)
         check_operator(cfg.task, size, self.device, self.dtype)
         self.data: DataSet = build_dataset(cfg.data, size)
-        self.prior = build_prior(cfg.prior, self.device, self.dtype)
+        self.offline, prefetch = is_offline(cfg), prefetch_command(cfg)
+        self.prior = build_prior(cfg.prior, self.device, self.dtype, offline=self.offline, prefetch=prefetch)
         self.size = prior_image_size(self.prior)
         if self.size != size:
             raise SetupError(
@@ -96,12 +98,14 @@ class Experiment:
         metrics = cfg.metrics
         self.metrics_size = None if metrics.size is None else int(metrics.size)
         self.scorer = None
+        #: the metric networks' weights: given, cached, or fetched now (None: the metric says why it is unavailable)
+        self.metric_weights = metric_files(cfg, self.offline, prefetch)
         if metrics.enabled:
             self.scorer = ImageScorer(
                 self.metrics_size,
                 lpips=bool(metrics.lpips.enabled),
                 lpips_net=str(metrics.lpips.net),
-                lpips_weights=metrics.lpips.weights,
+                lpips_weights=self.metric_weights.get("metrics.lpips.weights") or metrics.lpips.weights,
                 device=self.device,
             )
 
@@ -262,7 +266,7 @@ def compute_fid(exp: Experiment, records: dict[str, dict[str, Any]]) -> dict[str
         [folder.image_path("label", r["name"]) for r in done],
         features=features,
         size=exp.metrics_size,
-        weights=cfg.fid.weights,
+        weights=exp.metric_weights.get("metrics.fid.weights") or cfg.fid.weights,
         dims=int(cfg.fid.dims),
         batch_size=int(cfg.fid.batch_size),
         device=exp.device,

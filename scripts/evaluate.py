@@ -9,8 +9,8 @@
 Writes ``evaluation.csv`` (one row per image) and ``evaluation.json`` (statistics, FID, KID and the feature
 extractor they used) into the folder (or ``--out``); the run's own ``metrics.csv`` is left as it is. Images are
 scored exactly as at run time, at the evaluation size and with the FID/KID features the run recorded in
-summary.json (``--size`` / ``--features`` override). Weights are never downloaded: a metric without weights is
-reported as unavailable, with the reason.
+summary.json (``--size`` / ``--features`` override). Weights are never downloaded here (a run, or
+``scripts/fetch_weights.py``, fetches them): a metric without weights is reported as unavailable, with the reason.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@
     python scripts/restore.py --cfg job                                  # print the composed config
 
 Rerunning the same command resumes: images with results are skipped. See conf/config.yaml for every setting.
+Real weights are downloaded on first use; for an offline machine, fetch them first with the same overrides:
+``python scripts/fetch_weights.py <overrides>``, then run with HF_HUB_OFFLINE=1 (or offline=true).
 """
 
 from __future__ import annotations

@@ -7,14 +7,16 @@ random-weight SD-shaped models for tests.
 from .attention import IdentitySelfAttnProcessor
 from .convert import ldm_checkpoint, save_single_file
 from .layers import ldm_aliases, ldm_blocks, skip_branches
-from .load import load_sd, save_sd
+from .load import CONFIG_PATTERNS, hub_patterns, load_sd, save_sd
 from .prior import StableDiffusionPrior
 from .testing import byte_tokenizer, random_sd_prior, random_text_encoder, random_unet, random_vae, sd_scheduler
 
 __all__ = [
+    "CONFIG_PATTERNS",
     "IdentitySelfAttnProcessor",
     "StableDiffusionPrior",
     "byte_tokenizer",
+    "hub_patterns",
     "ldm_aliases",
     "ldm_blocks",
     "ldm_checkpoint",

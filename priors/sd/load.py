@@ -29,6 +29,15 @@ from .prior import StableDiffusionPrior, as_dtype
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 NULL_EMBEDDING_FILE = "null_embedding.safetensors"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: the files of a diffusers folder that a single-file checkpoint lacks (what ``config=`` must provide)
+CONFIG_PATTERNS = (
+    "model_index.json",
+    "unet/config.json",
+    "vae/config.json",
+    "text_encoder/config.json",
+    "scheduler/*",
+    "tokenizer/*",
+)
 _LAYOUT = (
     "  <folder>/unet/ (config.json + weights), <folder>/vae/ (config.json + weights): required\n"
     "  <folder>/text_encoder/ + <folder>/tokenizer/: optional (else <folder>/null_embedding.safetensors)\n"
@@ -62,15 +71,12 @@ def _from_hub(repo_id: str, patterns: list[str], revision: str | None = None) ->
         ) from err
 
 
-def _hub_patterns(variant: str | None) -> list[str]:
+def hub_patterns(variant: str | None = None) -> list[str]:
     """The files load_sd reads (safetensors weights only). The text encoder's weights are always fetched: even
     with ``keep_text_encoder=False`` the empty prompt's embedding is computed with it unless stored."""
     dot = f".{variant}" if variant else ""
     return [
-        "model_index.json",
-        "*/config.json",
-        "scheduler/*",
-        "tokenizer/*",
+        *CONFIG_PATTERNS,
         NULL_EMBEDDING_FILE,
         f"unet/diffusion_pytorch_model{dot}.safetensors",
         f"vae/diffusion_pytorch_model{dot}.safetensors",
@@ -200,7 +206,7 @@ def _load_single_file(path: Path, config, dtype, keep_text_encoder, **options) -
         if not _HUB_ID.match(str(config)):
             raise FileNotFoundError(f"config folder {config} does not exist. Expected layout:\n{_LAYOUT}")
         try:
-            folder = _from_hub(str(config), ["model_index.json", "*/config.json", "scheduler/*", "tokenizer/*"])
+            folder = _from_hub(str(config), list(CONFIG_PATTERNS))
         except FileNotFoundError as err:
             raise FileNotFoundError(
                 f"a single-file checkpoint carries no configs; load_sd({str(path)!r}) needs those of {config!r} "
@@ -276,7 +282,7 @@ def load_sd(
             f"or an LDM checkpoint file (.safetensors / .ckpt), or a Hugging Face Hub id."
         )
     else:
-        patterns = _hub_patterns(variant)
+        patterns = hub_patterns(variant)
         folder = _from_hub(str(source), patterns, revision=revision)
         try:
             prior = _load_folder(folder, dtype, variant, keep_text_encoder, **options)

@@ -16,6 +16,8 @@ def test_missing_ffhq_checkpoint_from_the_command_line(script, tmp_path):
     assert "ffhq_10m.pt" in message and str(tmp_path / "models" / "ffhq_10m.pt") in message
     assert "drive.google.com" in message and "prior.checkpoint=/path/to/ffhq_10m.pt" in message
     assert "ADM_CHECKPOINTS" in message
+    assert "hf://deepinv/diffunet/diffusion_ffhq_10m.pt" in message  # offline (HF_HUB_OFFLINE=1): how to prefetch
+    assert f"python scripts/fetch_weights.py prior=adm_ffhq solver=dps results_root={tmp_path}" in message
     assert "Traceback" not in message
 
 

@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""Fetch the weights a run needs, ahead of time (e.g. on a cluster's login node), with restore.py's overrides.
+
+    python scripts/fetch_weights.py prior=adm_ffhq                      # FFHQ ADM + LPIPS / FID weights
+    python scripts/fetch_weights.py task=motion_deblur prior=sd15 pag.scale=5
+    python scripts/fetch_weights.py -m prior=adm_ffhq,adm_imagenet      # a sweep: the union over its jobs
+    python scripts/fetch_weights.py --list prior=sd15                  # what, from where, to where, already there
+
+Files go where runs look for them: the Hugging Face cache (HF_HOME) and $TORCH_HOME/hub/checkpoints; copy those
+folders to an offline machine and run there with HF_HUB_OFFLINE=1 (or offline=true). Exit status: 0 when every
+file is there afterwards, 1 when a download failed or did not verify, 2 for a configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import runner  # noqa: E402  (after the path set-up)
+from runner import weights  # noqa: E402
+from runner.download import WeightsError, env_offline  # noqa: E402
+
+
+def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """One override list per job: a ``-m`` sweep (``task=a,b seed=0,1``) expanded as Hydra's basic sweeper does."""
+    overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]  # launchers do not change weights
+    if not multirun:
+        return [overrides]
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def needs_of(jobs: list[list[str]]) -> list[weights.Need]:
+    """The union of the jobs' needs (each file once)."""
+    seen: dict[tuple, weights.Need] = {}
+    for job in jobs:
+        for need in weights.run_needs(runner.compose(*job)):
+            key = need.source.key() if need.source is not None else (str(need.local),)
+            seen.setdefault(key, need)
+    return list(seen.values())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="the overrides of the restore.py command")
+    parser.add_argument("-m", "--multirun", action="store_true", help="expand sweeps (a,b) as restore.py -m does")
+    parser.add_argument("--list", action="store_true", help="print what would be fetched and what is already there")
+    args = parser.parse_args(argv)
+    try:
+        needs = needs_of(job_overrides(args.overrides, args.multirun))
+    except Exception as exc:  # a bad override or config: Hydra says which
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    if args.list:
+        for need in needs:
+            state, path = need.status()
+            print(f"{need.what} [{need.setting}]")
+            if need.local is not None:
+                print(f"  local:  {need.local} ({'there, used' if need.local.exists() else 'absent'})")
+            if need.source is not None:
+                print(f"  from:   {need.source.describe()}\n  to:     {need.source.destination()}")
+                print(f"  sha256: {need.source.sha256 or 'none published'}")
+            print(f"  state:  {state}" + (f": {path}" if state != "missing" else ""))
+        return 0
+    offline = env_offline()
+    failed = 0
+    for need in needs:
+        state, path = need.status()
+        if state != "missing":
+            print(f"{need.what}: already there ({state}): {path}")
+            continue
+        if need.source is None:
+            print(f"error: {need.what}: {need.setting}={need.local} does not exist and has no source", file=sys.stderr)
+            failed += 1
+            continue
+        if offline:
+            print(f"error: {need.what}: not cached and HF_HUB_OFFLINE is set; unset it to download", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{need.what}: {need.source.describe()} -> {need.source.destination()}")
+        try:
+            print(f"{need.what}: fetched: {weights.resolve(need, offline=False)}")
+        except WeightsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())
