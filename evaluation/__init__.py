@@ -10,7 +10,7 @@ A metric whose weights are missing is reported as unavailable with the reason (`
 
 from .features import EXTRACTORS, FeatureExtractor, load_extractor
 from .fid import INCEPTION, feature_statistics, fid_from_features, frechet_distance, inception_features, load_inception
-from .folder import evaluate_folder, run_features, run_size
+from .folder import evaluate_folder, run_features, run_recon, run_size
 from .kid import kid_from_features
 from .lpips import BACKBONES, build_lpips, load_backbone_, load_lpips, lpips_distance
 from .pixel import psnr, ssim
@@ -52,6 +52,7 @@ __all__ = [
     "prepare",
     "psnr",
     "run_features",
+    "run_recon",
     "run_size",
     "ssim",
 ]

@@ -25,14 +25,19 @@ def _run_metrics(task_dir: Path) -> dict[str, Any]:
     return metrics if isinstance(metrics, dict) else {}
 
 
+def run_features(task_dir: Path) -> str | None:
+    """The FID/KID feature extractor a run was configured with (``metrics.features`` in summary.json), else None."""
+    return _run_metrics(Path(task_dir)).get("features")
+
+
 def run_size(task_dir: Path) -> int | None:
     """The evaluation size a run recorded in its ``summary.json`` (``metrics.size``), else None."""
     return _run_metrics(Path(task_dir)).get("size")
 
 
-def run_features(task_dir: Path) -> str | None:
-    """The FID/KID feature extractor a run was configured with (``metrics.features`` in summary.json), else None."""
-    return _run_metrics(Path(task_dir)).get("features")
+def run_recon(task_dir: Path) -> str:
+    """Which restoration a run scored (``metrics.recon`` in its ``summary.json``): ``raw`` or ``pasted``."""
+    return _run_metrics(Path(task_dir)).get("recon") or "raw"
 
 
 def evaluate_folder(
@@ -49,13 +54,16 @@ def evaluate_folder(
     kid_subsets: int = 100,
     kid_subset_size: int | None = None,
     device: str = "cpu",
+    recon: str = "raw",
 ) -> dict[str, Any]:
-    """Per-image PSNR/SSIM/LPIPS of ``recon/`` vs ``label/`` and the set's FID / KID on ``features``:
-    ``{"rows", "summary"}`` (``fid_weights``: the feature network's weights file, default the extractor's own)."""
+    """Per-image PSNR/SSIM/LPIPS of ``recon/`` (``recon="pasted"``: ``pasted/``) vs ``label/`` and the set's FID /
+    KID on ``features``: ``{"rows", "summary"}`` (``fid_weights``: the feature network's file, default the
+    extractor's own)."""
     task_dir = Path(task_dir)
-    pairs = paired_pngs(task_dir / "recon", task_dir / "label")
+    kind = "pasted" if recon == "pasted" else "recon"
+    pairs = paired_pngs(task_dir / kind, task_dir / "label")
     if not pairs:
-        raise FileNotFoundError(f"no recon/<name>.png with a label/<name>.png under {task_dir}")
+        raise FileNotFoundError(f"no {kind}/<name>.png with a label/<name>.png under {task_dir}")
     scorer = ImageScorer(
         size,
         lpips=lpips,
@@ -88,6 +96,7 @@ def evaluate_folder(
         "folder": str(task_dir),
         "count": len(rows),
         "size": size,
+        "recon": recon,
         "psnr": describe([r["psnr"] for r in rows]),
         "ssim": describe([r["ssim"] for r in rows]),
         "lpips": describe([r["lpips"] for r in rows])

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .io import DEFAULT_BACKGROUND, load_image
+from .io import DEFAULT_BACKGROUND, RESAMPLE, load_image
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +76,13 @@ class ImageFolder:
         shard: int = 0,
         num_shards: int = 1,
         background: Sequence[int] = DEFAULT_BACKGROUND,
+        resample: Image.Resampling = RESAMPLE,
     ):
         check_shard(shard, num_shards)
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.root.resolve()}")
-        self.size, self.background = int(size), tuple(background)
+        self.size, self.background, self.resample = int(size), tuple(background), resample
         self.shard, self.num_shards = shard, num_shards
         self.skipped: list[Skipped] = []
         usable: list[Path] = []
@@ -123,4 +124,4 @@ class ImageFolder:
 
     def load(self, sample: FileSample) -> torch.Tensor:
         """(3, size, size) in [-1, 1]; raises ``OSError`` (or PIL's errors) if the pixels cannot be decoded."""
-        return load_image(sample.path, self.size, self.background)
+        return load_image(sample.path, self.size, self.background, self.resample)

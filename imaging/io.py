@@ -116,14 +116,14 @@ def to_rgb(image: Image.Image, background: Sequence[int] = DEFAULT_BACKGROUND) -
     return image.convert("RGB")
 
 
-def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
-    """Resize so the shorter side is ``size`` (``RESAMPLE``), then crop the central ``size`` x ``size`` square."""
+def resize_center_crop(image: Image.Image, size: int, resample: Image.Resampling = RESAMPLE) -> Image.Image:
+    """Resize so the shorter side is ``size`` (``resample``), then crop the central ``size`` x ``size`` square."""
     width, height = image.size
     if (width, height) != (size, size):
         scale = size / min(width, height)
         new = (max(size, round(width * scale)), max(size, round(height * scale)))
         if new != (width, height):
-            image = image.resize(new, RESAMPLE)
+            image = image.resize(new, resample)
         width, height = image.size
         left, top = (width - size) // 2, (height - size) // 2
         image = image.crop((left, top, left + size, top + size))
@@ -131,9 +131,13 @@ def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
 
 
 def load_image(
-    path: str | os.PathLike, size: int | None = None, background: Sequence[int] = DEFAULT_BACKGROUND
+    path: str | os.PathLike,
+    size: int | None = None,
+    background: Sequence[int] = DEFAULT_BACKGROUND,
+    resample: Image.Resampling = RESAMPLE,
 ) -> torch.Tensor:
-    """The image at ``path`` as a (3, size, size) float32 tensor in [-1, 1] (``size=None``: as stored).
+    """The image at ``path`` as a (3, size, size) float32 tensor in [-1, 1] (``size=None``: as stored), resized
+    with ``resample`` (PSLD's reference upsamples with nearest: ``Image.Resampling.NEAREST``).
 
     Raises whatever PIL raises for unreadable files (``OSError`` / ``PIL.UnidentifiedImageError``).
     """
@@ -141,7 +145,7 @@ def load_image(
         f.load()
         image = to_rgb(f, background)
     if size is not None:
-        image = resize_center_crop(image, int(size))
+        image = resize_center_crop(image, int(size), resample)
     return from_uint8(np.asarray(image, dtype=np.uint8))
 
 

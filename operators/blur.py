@@ -23,6 +23,11 @@ BlurMethod = Literal["auto", "conv", "fft"]
 #: a direct float64 61x61 depthwise conv takes seconds per image on a CPU, the FFT milliseconds.
 FFT_MIN_KERNEL_SIZE = 16
 
+#: inputs of these dtypes are blurred in float32 (by FFT for large kernels) and cast back, except with
+#: ``method="conv"``: torch has no half-precision FFT on CPUs (and on GPUs only for powers of two), and the direct
+#: conv of a 121x121 kernel at 512 px in float16 grew past 8 GB on a CPU without finishing in 10 minutes.
+REDUCED_DTYPES = (torch.float16, torch.bfloat16)
+
 
 # --------------------------------------------------------------------------------------------------------------
 # Kernels
@@ -210,6 +215,9 @@ class Blur(Operator):
     the padded domain (exact up to rounding: no wrap-around reaches the kept pixels), ``"auto"`` the FFT for
     float32/float64 inputs and kernels of at least ``FFT_MIN_KERNEL_SIZE`` pixels, the conv otherwise.
 
+    Half-precision inputs (``REDUCED_DTYPES``, e.g. a prior under fp16 autocast, as PSLD_PAG runs) are blurred in
+    float32 with autocast off and cast back, so the cost does not depend on the precision.
+
     ``transpose``: ``"identity"`` (default) is DPS's ``transpose`` for blur (**quirk**: y itself, which PSLD's
     gluing term then uses); ``"adjoint"`` is the exact A^T.
     """
@@ -263,7 +271,14 @@ class Blur(Operator):
         k = kernel.shape[-1]
         return kernel[:, None].expand(batch, channels, k, k).reshape(batch * channels, 1, k, k)
 
+    def _in_float32(self, apply, x: torch.Tensor) -> torch.Tensor:
+        """``apply`` on x in float32 with autocast off, the result in x's dtype."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return apply(x.float()).to(x.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in REDUCED_DTYPES and self.method != "conv":
+            return self._in_float32(self.forward, x)
         kernel, pad, use_fft = self._prepare(x, "input")
         batch, channels, height, width = x.shape
         padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
@@ -276,6 +291,8 @@ class Blur(Operator):
         return out.view(batch, channels, height, width)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        if y.dtype in REDUCED_DTYPES and self.method != "conv":
+            return self._in_float32(self.adjoint, y)
         kernel, pad, use_fft = self._prepare(y, "measurement")
         batch, channels, height, width = y.shape
         size = (height + 2 * pad, width + 2 * pad)

@@ -221,16 +221,19 @@ def check_pag_layers(prior: DiffusionPrior, settings: Settings) -> None:
 
 
 # -- operators ------------------------------------------------------------------------------------------------
-def build_operator(task_cfg: DictConfig, size: int, generators: list[torch.Generator] | None) -> Operator:
+def build_operator(
+    task_cfg: DictConfig, size: int, generators: list[torch.Generator] | None, reference: bool = False
+) -> Operator:
     """The task's operator at working resolution ``size``; random parameters (masks, kernels) are drawn from
-    ``generators`` (one per image). ``generators=None`` is for a start-up check with a throwaway draw."""
+    ``generators`` (one per image). ``generators=None`` is for a start-up check with a throwaway draw.
+    ``reference``: the reference code's settings at this size (``solver.reference=true``, ``operator_params``)."""
     name = str(task_cfg.operator)
     if name not in OPERATORS:
         raise SetupError(
             f"task={task_cfg.name}: unknown operator {name!r}; valid operators: {', '.join(sorted(OPERATORS))}; "
             f"valid tasks: {', '.join(group_options('task'))}"
         )
-    params: dict[str, Any] = operator_params(task_cfg, size)
+    params: dict[str, Any] = operator_params(task_cfg, size, reference)
     accepted = inspect.signature(OPERATORS[name].__init__).parameters
     if "image_size" in accepted:
         params["image_size"] = size
@@ -245,13 +248,17 @@ def build_operator(task_cfg: DictConfig, size: int, generators: list[torch.Gener
         raise SetupError(f"task={task_cfg.name} at {size} px: {exc} (operator settings: {params})") from exc
 
 
-def check_operator(task_cfg: DictConfig, size: int, device: torch.device, dtype: torch.dtype) -> None:
-    """Build the operator once and apply it to a zero image: sizes that do not fit fail here, at start-up."""
-    operator = build_operator(task_cfg, size, None)
+def check_operator(
+    task_cfg: DictConfig, size: int, device: torch.device, dtype: torch.dtype, reference: bool = False
+) -> tuple[Operator, tuple[int, ...]]:
+    """Build the operator once and apply it to a zero image: sizes that do not fit fail here, at start-up.
+    Returns the operator and the measurement's (H, W)."""
+    operator = build_operator(task_cfg, size, None, reference)
     try:
-        operator.to(device)(torch.zeros(1, 3, size, size, device=device, dtype=dtype))
+        y = operator.to(device)(torch.zeros(1, 3, size, size, device=device, dtype=dtype))
     except (TypeError, ValueError) as exc:
         raise SetupError(f"task={task_cfg.name} does not fit {size} px images: {exc}") from exc
+    return operator, tuple(y.shape[-2:])
 
 
 # -- solvers --------------------------------------------------------------------------------------------------

@@ -43,13 +43,18 @@ def auto_solver(latent: Any) -> str:
 
 
 def pag_tag(*, _root_: DictConfig) -> str:
-    """``pag<s>`` with the effective PAG scale (``pag0`` when off), for output folder names."""
+    """``pag<s>`` with the effective PAG scale (``pag0`` when off; ``pag<s>i<t_lo>-<t_hi>`` with an interval), and
+    ``ref_`` before it under ``solver.reference=true``, for output folder names."""
+    reference = "ref_" if bool(OmegaConf.select(_root_, "solver.reference", default=False)) else ""
     try:
         pag = resolve_settings(_root_).pag
-        return "pag0" if pag is None else f"pag{pag.scale:g}"
+        if pag is None:
+            return f"{reference}pag0"
+        interval = "" if pag.interval is None else f"i{pag.interval[0]:g}-{pag.interval[1]:g}"
+        return f"{reference}pag{pag.scale:g}{interval}"
     except Exception:  # an invalid config is reported by the runner, with a proper message
         scale = OmegaConf.select(_root_, "pag.scale", default=None)
-        return f"pag{scale}"
+        return f"{reference}pag{scale}"
 
 
 def path_stem(path: Any) -> str:
@@ -141,6 +146,7 @@ class Settings:
                 "adaptive_scale": self.pag.adaptive_scale,
                 "x0_from": self.pag.x0_from,
                 "mode": self.pag.mode,
+                "interval": None if self.pag.interval is None else list(self.pag.interval),
             }
         return {
             "solver": self.solver,
@@ -159,9 +165,10 @@ class Settings:
         if self.pag is None:
             parts.append("PAG off")
         else:
+            interval = "" if self.pag.interval is None else " for t in [{:g}, {:g}]".format(*self.pag.interval)
             parts.append(
                 f"PAG scale={self.pag.scale:g} ({self.sources['pag.scale']}) on {', '.join(self.pag.layers)} "
-                f"({self.sources['pag.layers']})"
+                f"({self.sources['pag.layers']}){interval}"
             )
         return f"{self.solver} on {self.dataset}/{self.task}: " + "; ".join(parts)
 
@@ -246,19 +253,32 @@ def resolve_settings(cfg: DictConfig) -> Settings:
                 adaptive_scale=float(pag_cfg.adaptive_scale),
                 x0_from=str(pag_cfg.x0_from),
                 mode=str(pag_cfg.mode),
+                interval=_interval(pag_cfg.get("interval")),
             )
         except ValueError as exc:
             raise SetupError(f"invalid PAG settings: {exc}") from exc
     return Settings(solver, dataset, task, step_sizes, pag, num_steps, sources)
 
 
+def _interval(value: Any) -> tuple[float, float] | None:
+    """``pag.interval``: null or [t_lo, t_hi]."""
+    if value is None:
+        return None
+    values = [value] if isinstance(value, int | float | str) else list(value)
+    if len(values) != 2:
+        raise SetupError(f"pag.interval must be [t_lo, t_hi] (timesteps 0..999), got {values}")
+    return float(values[0]), float(values[1])
+
+
 # -- operators ------------------------------------------------------------------------------------------------
-def operator_params(task_cfg: DictConfig, size: int) -> dict[str, Any]:
+def operator_params(task_cfg: DictConfig, size: int, reference: bool = False) -> dict[str, Any]:
     """The task's operator keyword arguments at working resolution ``size``: ``params`` updated with
-    ``resolutions["<size>"]`` when present (tasks are defined at 256 px)."""
+    ``resolutions["<size>"]`` when present (tasks are defined at 256 px), then, with ``reference`` (the solver's
+    reproduction switch), with ``reference_resolutions["<size>"]`` (what the reference code runs at that size)."""
     params = OmegaConf.to_container(task_cfg.params, resolve=True) if task_cfg.get("params") else {}
-    resolutions = task_cfg.get("resolutions") or {}
-    override = resolutions.get(str(size))
-    if override:
-        params.update(OmegaConf.to_container(override, resolve=True))
+    tables = ("resolutions", "reference_resolutions") if reference else ("resolutions",)
+    for table in tables:
+        override = (task_cfg.get(table) or {}).get(str(size))
+        if override:
+            params.update(OmegaConf.to_container(override, resolve=True))
     return params

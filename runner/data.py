@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 import torch
 from omegaconf import DictConfig
+from PIL import Image
 
-from imaging import ImageFolder, ShapesDataset, Skipped, check_shard
+from imaging import ImageFolder, ShapesDataset, Skipped, check_shard, load_image
 
 from .build import resolve_path
 from .errors import SetupError
@@ -25,13 +26,19 @@ class Sample:
 
 @dataclass
 class DataSet:
-    """This shard's samples, the names of the whole set (all shards), and the files that were skipped."""
+    """This shard's samples, the names of the whole set (all shards), and the files that were skipped.
+
+    ``label_loader``: the image at the evaluation size straight from its source (None: the evaluation size is the
+    working size), so that a prior working at 512 px is scored against the original 256 px image, not against the
+    original resized to 512 and back.
+    """
 
     samples: list[Sample]
     names: list[str]
     loader: Callable[[Sample], torch.Tensor]
     skipped: list[Skipped] = field(default_factory=list)
     description: str = ""
+    label_loader: Callable[[Sample], torch.Tensor] | None = None
 
     @property
     def total(self) -> int:
@@ -42,9 +49,20 @@ class DataSet:
         """(3, size, size) in [-1, 1]; raises for files whose pixels cannot be decoded."""
         return self.loader(sample)
 
+    def load_label(self, sample: Sample) -> torch.Tensor:
+        """The ground truth the metrics compare with: (3, eval size, eval size) from the source, or ``load``."""
+        return self.label_loader(sample) if self.label_loader is not None else self.loader(sample)
 
-def build_dataset(data_cfg: DictConfig, size: int) -> DataSet:
-    """The data set of ``data_cfg`` at working resolution ``size``."""
+
+#: how image files are resized to the working resolution: bicubic, or nearest (PSLD_PAG's
+#: ``f.interpolate(img, 512)`` in stable-diffusion/scripts/inverse.py, reproduced under ``solver.reference``)
+RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST}
+
+
+def build_dataset(data_cfg: DictConfig, size: int, eval_size: int | None = None, resample: str = "bicubic") -> DataSet:
+    """The data set of ``data_cfg`` at working resolution ``size`` (files resized with ``resample``); labels at
+    ``eval_size`` (None: ``size``), straight from the files."""
+    eval_size = None if eval_size is None or int(eval_size) == size else int(eval_size)
     kind = str(data_cfg.kind)
     shard, num_shards = int(data_cfg.get("shard", 0)), int(data_cfg.get("num_shards", 1))
     try:
@@ -60,11 +78,13 @@ def build_dataset(data_cfg: DictConfig, size: int) -> DataSet:
         shapes = ShapesDataset(split, n=max(count, 1), size=size, start=start)
         names = [f"shapes_{split}_{start + i:05d}" for i in range(count)]
         samples = [Sample(i, names[i], f"shapes:{split}:{start + i}") for i in range(count) if i % num_shards == shard]
+        labels = None if eval_size is None else ShapesDataset(split, n=max(count, 1), size=eval_size, start=start)
         return DataSet(
             samples,
             names,
             lambda s: shapes[s.index],
             description=f"{count} procedural shapes images ({split} split from {start}) at {size} px",
+            label_loader=None if labels is None else (lambda s: labels[s.index]),
         )
     if kind == "folder":
         path = data_cfg.get("path")
@@ -84,6 +104,7 @@ def build_dataset(data_cfg: DictConfig, size: int) -> DataSet:
             shard=shard,
             num_shards=num_shards,
             background=tuple(data_cfg.get("background") or (255, 255, 255)),
+            resample=RESAMPLE[resample],
         )
         by_name = {s.name: s for s in folder.all}
         samples = [Sample(s.index, s.name, str(s.path)) for s in folder.samples]
@@ -93,5 +114,8 @@ def build_dataset(data_cfg: DictConfig, size: int) -> DataSet:
             lambda s: folder.load(by_name[s.name]),
             skipped=list(folder.skipped),
             description=f"{len(folder.all)} images from {root} at {size} px",
+            label_loader=None
+            if eval_size is None
+            else (lambda s: load_image(by_name[s.name].path, eval_size, folder.background)),
         )
     raise SetupError(f"data.kind={kind!r} is not known; valid: folder, shapes")

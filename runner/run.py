@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from evaluation import ImageScorer, MetricResult, describe, distribution_between_files
 from imaging import image_row, restoration_grid, save_image
+from operators import Inpainting
 from solvers import SOLVERS, DivergenceError, StepInfo
 
 from .build import (
@@ -55,7 +56,40 @@ def experiment_identity(cfg: DictConfig, settings: Settings, size: int) -> dict[
         "seed": c["seed"],
         "dtype": c["dtype"],
         "image_size": size,
-        "metrics": {"size": c["metrics"]["size"], "lpips_net": c["metrics"]["lpips"]["net"]},
+        "metrics": {k: c["metrics"][k] for k in ("size", "recon")} | {"lpips_net": c["metrics"]["lpips"]["net"]},
+    }
+
+
+def scored_recon(cfg: DictConfig, masked: bool, reference: bool) -> str:
+    """What the metrics score: ``raw`` (the restoration) or ``pasted`` (the observed pixels of the ground truth
+    pasted in, PSLD_PAG's saved output for inpainting). ``metrics.recon=null``: pasted for inpainting under
+    ``solver.reference=true``, else raw."""
+    on = cfg.metrics.get("recon")
+    if on is None:
+        return "pasted" if masked and reference else "raw"
+    if str(on) not in ("raw", "pasted"):
+        raise SetupError(f"metrics.recon must be raw, pasted or null, got {on!r}")
+    if str(on) == "pasted" and not masked:
+        raise SetupError(f"metrics.recon=pasted needs an inpainting task (a mask to paste into); task={cfg.task.name}")
+    return str(on)
+
+
+def paste(operator: Inpainting, recon: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """mask * label + (1 - mask) * recon, at the working resolution (PSLD_PAG, stable-diffusion/scripts/inverse.py)."""
+    mask = operator.mask.detach().float().cpu()
+    return mask * labels.float() + (1 - mask) * recon
+
+
+def measurement_summary(exp: Experiment) -> dict[str, Any]:
+    """The measurement's size and its scale relative to the evaluated images (the source size: FFHQ's 256 px for
+    SD1.5, whose working images are upsampled to 512): a super-resolution factor as the metrics see it."""
+    height = exp.measurement_shape[0]
+    source = exp.metrics_size if exp.metrics_size is not None else exp.size
+    return {
+        "shape": list(exp.measurement_shape),
+        "working_size": exp.size,
+        "source_size": source,
+        "factor_vs_source": source / height,
     }
 
 
@@ -64,10 +98,11 @@ class Restored:
     """One restored image and what it came from."""
 
     sample: Sample
-    label: torch.Tensor
+    label: torch.Tensor  # at the working resolution (what was measured)
     measurement: torch.Tensor
     recon: torch.Tensor
     frames: list[torch.Tensor]
+    pasted: torch.Tensor | None = None  # inpainting: mask * label + (1 - mask) * recon
 
 
 class Experiment:
@@ -82,8 +117,15 @@ class Experiment:
         if int(cfg.progress_every) < 0:
             raise SetupError(f"progress_every must be >= 0 (0: no progress images), got {cfg.progress_every}")
         size = int(cfg.prior.image_size)
-        check_operator(cfg.task, size, self.device, self.dtype)
-        self.data: DataSet = build_dataset(cfg.data, size)
+        #: the solver's reproduction switch also selects the reference code's task settings and outputs
+        self.reference = bool(cfg.solver.get("reference", False))
+        operator, self.measurement_shape = check_operator(cfg.task, size, self.device, self.dtype, self.reference)
+        self.recon_kind = scored_recon(cfg, isinstance(operator, Inpainting), self.reference)
+        metrics = cfg.metrics
+        self.metrics_size = None if metrics.size is None else int(metrics.size)
+        # PSLD_PAG upsamples its 256 px data to 512 with nearest; ours: bicubic
+        resample = "nearest" if self.reference and bool(cfg.prior.latent) else "bicubic"
+        self.data: DataSet = build_dataset(cfg.data, size, self.metrics_size, resample)
         self.offline, prefetch = is_offline(cfg), prefetch_command(cfg)
         self.prior = build_prior(cfg.prior, self.device, self.dtype, offline=self.offline, prefetch=prefetch)
         self.size = prior_image_size(self.prior)
@@ -95,8 +137,6 @@ class Experiment:
         check_pag_layers(self.prior, self.settings)
         self.folder = TaskFolder(Path(str(cfg.out_dir)) / str(cfg.task.name))
         self.folder.claim(experiment_identity(cfg, self.settings, self.size))
-        metrics = cfg.metrics
-        self.metrics_size = None if metrics.size is None else int(metrics.size)
         self.scorer = None
         #: the metric networks' weights: given, cached, or fetched now (None: the metric says why it is unavailable)
         self.metric_weights = metric_files(cfg, self.offline, prefetch)
@@ -114,7 +154,7 @@ class Experiment:
         """Measure and restore ``labels`` (B, 3, H, W); raises ``DivergenceError``."""
         cfg = self.cfg
         streams = image_streams(int(cfg.seed), [s.index for s in samples])
-        operator = build_operator(cfg.task, self.size, streams.operator).to(self.device)
+        operator = build_operator(cfg.task, self.size, streams.operator, self.reference).to(self.device)
         x = labels.to(self.device, self.dtype)
         y = operator.measure(x, streams.noise)
         solver = build_solver(self.settings, cfg.solver, self.prior, operator, progress=bool(cfg.show_progress))
@@ -130,8 +170,17 @@ class Experiment:
 
         every = int(cfg.progress_every)
         recon = solver.restore(y, streams.sampler, callback=keep_frame if every > 0 else None, callback_every=every)
+        recon = recon.detach().float().cpu()
+        pasted = paste(operator, recon, labels) if isinstance(operator, Inpainting) else None
         return [
-            Restored(s, labels[b], y[b].detach().float().cpu(), recon[b].detach().float().cpu(), frames[b])
+            Restored(
+                s,
+                labels[b],
+                y[b].detach().float().cpu(),
+                recon[b],
+                frames[b],
+                None if pasted is None else pasted[b],
+            )
             for b, s in enumerate(samples)
         ]
 
@@ -139,9 +188,13 @@ class Experiment:
         """Write the image's files, score it, and return its record (written last by the caller)."""
         folder, save = self.folder, self.cfg.save
         name = result.sample.name
+        # the metrics' ground truth: the source image at the evaluation size (not the working label resized back)
+        label = self.data.load_label(result.sample)
         save_image(result.measurement, folder.image_path("input", name))
-        save_image(result.label, folder.image_path("label", name))
+        save_image(label, folder.image_path("label", name))
         save_image(result.recon, folder.image_path("recon", name))
+        if result.pasted is not None:
+            save_image(result.pasted, folder.image_path("pasted", name))
         if save.progress and result.frames:
             save_image(image_row(result.frames), folder.image_path("progress", name))
         if save.grid:
@@ -150,7 +203,8 @@ class Experiment:
             save_image(grid, folder.image_path("grid", name))
         scores: dict[str, Any] = {"psnr": None, "ssim": None, "lpips": None, "lpips_note": "metrics disabled"}
         if self.scorer is not None:
-            scores = self.scorer(result.recon[None], result.label[None])[0]
+            scored = result.pasted if self.recon_kind == "pasted" else result.recon
+            scores = self.scorer(scored[None], label[None])[0]
         return {
             "name": name,
             "index": result.sample.index,
@@ -223,7 +277,10 @@ def summarize(
             "skipped": len(skipped),
             "remaining": max(exp.data.total - finished, 0),
         },
+        "reference": exp.reference,
+        "measurement": measurement_summary(exp),
         "metrics": {
+            "recon": exp.recon_kind,
             "size": exp.metrics_size if exp.metrics_size is not None else exp.size,
             "psnr": describe([r.get("psnr") for r in done]),
             "ssim": describe([r.get("ssim") for r in done]),
@@ -262,7 +319,7 @@ def compute_fid(exp: Experiment, records: dict[str, dict[str, Any]]) -> dict[str
         )
     folder = exp.folder
     return distribution_between_files(
-        [folder.image_path("recon", r["name"]) for r in done],
+        [folder.image_path("pasted" if exp.recon_kind == "pasted" else "recon", r["name"]) for r in done],
         [folder.image_path("label", r["name"]) for r in done],
         features=features,
         size=exp.metrics_size,

@@ -3,8 +3,9 @@
 Layout (DPS's, plus records and grids)::
 
     <task_dir>/input/<name>.png      the measurement y (super-resolution: the small image as it is)
-    <task_dir>/label/<name>.png      the ground truth at the working resolution
+    <task_dir>/label/<name>.png      the ground truth the metrics use: at the evaluation size, from the source image
     <task_dir>/recon/<name>.png      the restoration
+    <task_dir>/pasted/<name>.png     inpainting only: mask * ground truth + (1 - mask) * recon (PSLD_PAG's output)
     <task_dir>/progress/<name>.png   x0_hat every ``progress_every`` steps, left to right
     <task_dir>/grid/<name>.png       label | input | recon [| progress]
     <task_dir>/records/<name>.json   the image's result (status, metrics, seconds): written last, atomically
@@ -33,7 +34,7 @@ from .errors import SetupError
 
 log = logging.getLogger(__name__)
 
-IMAGE_KINDS = ("input", "label", "recon", "progress", "grid")
+IMAGE_KINDS = ("input", "label", "recon", "pasted", "progress", "grid")
 CSV_COLUMNS = ("name", "index", "status", "psnr", "ssim", "lpips", "lpips_note", "seconds", "error")
 #: record statuses: done (restored and scored), failed (diverged), skipped (unreadable file)
 STATUSES = ("done", "failed", "skipped")

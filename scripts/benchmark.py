@@ -7,6 +7,7 @@
     python scripts/benchmark.py --only ffhq_adm --malloc system,retain     # CPU: glibc's allocator and a caching one
     python scripts/benchmark.py --suite real --repeats 0           # no timing: memory, FLOPs, operator calls
     python scripts/benchmark.py --table docs/results/benchmark_ffhq_adm.json   # the tables of saved results
+    python scripts/benchmark.py --interval 0,500 --restore-steps 50     # PAG only for t in [0, 500]: full restorations
 
 For each model it times one full solver step (prior passes, sampler update, data-consistency gradient) for
   bare      the DPS / PSLD update written directly against the network (no guidance machinery at all)
@@ -32,6 +33,10 @@ depends on the architecture, not on the values.
 MALLOC_TRIM_THRESHOLD_): by default glibc hands every freed block above 32 MB back to the kernel, so at 256 px each
 new activation page-faults afresh, which slows the passes that keep an autograd graph; a caching allocator (CUDA's,
 jemalloc, tcmalloc) does not pay this.
+
+``--interval t_lo,t_hi`` measures whole restorations instead (``--restore-steps`` steps, ``--repeats`` rounds,
+round-robin): PAG off, PAG on every step, PAG only for t_lo <= t <= t_hi (``pag.interval``), with the number of
+network passes each ran (counted with a forward hook) and the time relative to PAG off.
 """
 
 from __future__ import annotations
@@ -349,6 +354,64 @@ def run_worker(args: argparse.Namespace, malloc: str, *worker: str) -> object:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# -- guidance interval: whole restorations ------------------------------------------------------------------
+def interval_costs(model: str, device: str, interval: tuple[float, float], num_steps: int, repeats: int) -> list[dict]:
+    """Seconds per restoration (median over round-robin rounds) and network passes for PAG off / on / interval."""
+    from operators.random import generators_from_seeds
+    from solvers import PAG, SOLVERS
+
+    p = Problem(model, device)
+    pags = {
+        "off": None,
+        "pag": PAG(2.0, p.layers),
+        f"pag@[{interval[0]:g},{interval[1]:g}]": PAG(2.0, p.layers, interval=interval),
+    }
+
+    def restore(pag):
+        # the solver's default step sizes, as in Problem.solver
+        solver = SOLVERS[p.solver_name].cls(p.prior, p.op, num_steps=num_steps, pag=pag, progress=False)
+        return solver.restore(p.y, generators_from_seeds([3]))
+
+    calls: list[int] = []
+    handle = p.prior.network.register_forward_hook(lambda *_: calls.append(1))
+    passes = {}
+    for name, pag in pags.items():
+        calls.clear()
+        restore(pag)
+        passes[name] = len(calls)
+    handle.remove()
+    seconds: dict[str, list[float]] = {name: [] for name in pags}
+    for _ in range(repeats):
+        for name in random.sample(list(pags), len(pags)):
+            p.sync()
+            tic = time.perf_counter()
+            restore(pags[name])
+            p.sync()
+            seconds[name].append(time.perf_counter() - tic)
+    ratios = {n: statistics.median(a / b for a, b in zip(s, seconds["off"], strict=True)) for n, s in seconds.items()}
+    return [
+        {
+            "model": model,
+            "case": name,
+            "steps": num_steps,
+            "network_passes": passes[name],
+            "seconds": statistics.median(seconds[name]),
+            "x_off": ratios[name],
+        }
+        for name in pags
+    ]
+
+
+def interval_table(rows: list[dict]) -> str:
+    lines = ["| model | case | steps | network passes | s / restoration | x off |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['case']} | {r['steps']} | {r['network_passes']} | {r['seconds']:.2f} "
+            f"| {r['x_off']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def table(results: list[Result]) -> str:
     """Markdown table; ``x none`` is the median of the per-round ratios to ``none``, with their range."""
     rows = [
@@ -391,6 +454,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--table", nargs="+", default=[], metavar="JSON", help="print the tables of saved results files and exit"
     )
+    parser.add_argument(
+        "--interval", default="", metavar="T_LO,T_HI", help="time whole restorations with pag.interval=[T_LO, T_HI]"
+    )
+    parser.add_argument("--restore-steps", type=int, default=50, help="sampler steps per restoration (--interval)")
     parser.add_argument("--time-worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--memory-worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -414,6 +481,17 @@ def main(argv: list[str] | None = None) -> None:
     models = args.only.split(",") if args.only else ["test_adm", "test_sd"]
     if args.suite == "real" and not args.only:
         models += ["ffhq_adm", "sd15_shaped"]
+    if args.interval:
+        interval = tuple(float(v) for v in args.interval.split(","))
+        if len(interval) != 2 or args.repeats < 1:
+            parser.error("--interval takes T_LO,T_HI and needs --repeats >= 1")
+        rows = [r for m in models for r in interval_costs(m, args.device, interval, args.restore_steps, args.repeats)]
+        if args.json:
+            data = {"commit": git_commit(), "threads": torch.get_num_threads(), "rows": rows}
+            with open(args.json, "w") as f:
+                json.dump(data, f, indent=1)
+        print(interval_table(rows))
+        return
     if args.repeats < 0 or (args.repeats == 0 and args.no_memory):
         parser.error("--repeats must be >= 1, or 0 (costs only) without --no-memory")
     mallocs = args.malloc.split(",")

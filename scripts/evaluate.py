@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from evaluation import evaluate_folder, run_features, run_size
+from evaluation import evaluate_folder, run_features, run_recon, run_size
 from imaging import write_json, write_text
 
 COLUMNS = ("name", "psnr", "ssim", "lpips", "lpips_note")
@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="a task folder holding recon/ and label/")
     parser.add_argument("--size", type=int, default=None, help="evaluation size (default: the run's metrics.size)")
+    parser.add_argument(
+        "--recon", default=None, choices=["raw", "pasted"], help="score recon/ or pasted/ (default: as the run did)"
+    )
     parser.add_argument("--lpips-net", default="alex", choices=["alex", "vgg"])
     parser.add_argument("--lpips-weights", default=None, help="torchvision backbone file (default: TORCH_HOME cache)")
     parser.add_argument("--no-lpips", action="store_true")
@@ -77,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             kid_subsets=args.kid_subsets,
             kid_subset_size=args.kid_subset_size,
             device=args.device,
+            recon=args.recon or run_recon(args.folder),
         )
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)

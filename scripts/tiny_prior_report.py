@@ -6,6 +6,8 @@ without PAG as a picture. Writes a markdown table, a JSON file and PNGs.
     python scripts/tiny_prior_report.py --prior tiny_adm --scales 1,2,4 --out docs/results/tiny_adm
     python scripts/tiny_prior_report.py --prior tiny_sd  --scales 1,2,4 --out docs/results/tiny_sd
     python scripts/tiny_prior_report.py --prior tiny_adm --split train --start 500000 ...   # tuning images
+    python scripts/tiny_prior_report.py --solvers dps,diffpir --x0-from unguided,guided ...  # solvers side by side
+    python scripts/tiny_prior_report.py --prior tiny_adm --scales 1 --intervals 0:500 ...   # + PAG for t in [0, 500]
     python scripts/tiny_prior_report.py --prior tiny_sd --tasks "" --unconditional 128 --sample-scales 0,1,2,3,4 \
         --sample-steps 50 --out docs/results/tiny_sd_kid          # distribution metrics of unconditional samples
 
@@ -17,6 +19,9 @@ contrast / clipped-pixel statistics (``evaluation.statistics``) next to the data
 
 Everything runs through the same code as ``scripts/restore.py`` (configs, step-size table, operators, per-image
 seed streams), with all images of a task in one batch (results do not depend on the batch: one generator per image).
+``--solvers`` runs each named solver (``solver=<name>``, its own step-size table rows) instead of the config's
+one; ``--x0-from`` adds a PAG row per choice of what the data term sees. Each row also records seconds per image and
+the network's forward / backward passes per image (counted with module hooks on the prior).
 The default images are the shapes *test* split, which training never sees; ``--split train --start 500000`` gives
 training-split images beyond the first 10,000 the priors were trained on, for tuning without touching the test set.
 """
@@ -85,8 +90,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(t.mean()), float(t.std()) if len(t) > 1 else 0.0
 
 
+def solver_names(args) -> list[str]:
+    return [s for s in args.solvers.split(",") if s]
+
+
 def task_overrides(args, task: str) -> list[str]:
+    # the first solver's config, so that solver-specific overrides (solver.lam=...) compose
     return [
+        *[f"solver={name}" for name in solver_names(args)[:1]],
         f"prior={args.prior}",
         f"task={task}",
         f"data.limit={args.n}",
@@ -97,7 +108,52 @@ def task_overrides(args, task: str) -> list[str]:
     ]
 
 
-def evaluate_task(args, task: str, prior, scales: list[float], distribution: Distribution | None) -> dict:
+class PassCounter:
+    """Counts the prior's forward calls and the backward passes through its network (module hooks), per run.
+    PAG's perturbed pass counts as a forward call even where it reuses the shared prefix."""
+
+    def __init__(self, prior):
+        self.forward = self.backward = 0
+        prior.register_forward_hook(lambda *_: self._add("forward"))
+        prior.network.register_full_backward_hook(lambda *_: self._add("backward"))
+
+    def _add(self, what: str) -> None:
+        setattr(self, what, getattr(self, what) + 1)
+
+    def reset(self) -> None:
+        self.forward = self.backward = 0
+
+
+def parse_intervals(text: str) -> list[tuple[float, float]]:
+    """``"0:500,500:999"`` -> [(0, 500), (500, 999)]."""
+    return [tuple(float(v) for v in part.split(":")) for part in text.split(",") if part]
+
+
+def variants(args, scales: list[float]) -> list[tuple[str, list[str]]]:
+    """(row label, extra overrides) for every solver x (no PAG, PAG at each scale x each x0_from, PAG at each scale
+    limited to each of ``--intervals``)."""
+    solvers = solver_names(args) or [None]
+    x0_choices = [c for c in args.x0_from.split(",") if c] or ["unguided"]
+    out = []
+    for solver in solvers:
+        head = [f"solver={solver}"] if solver else []
+        prefix = f"{solver} " if len(solvers) > 1 else ""
+        out.append((f"{prefix}no PAG", head))
+        for scale in scales:
+            for x0_from in x0_choices:
+                tail = f" (x0 {x0_from})" if len(x0_choices) > 1 else ""
+                extra = [f"pag.scale={scale}", f"pag.x0_from={x0_from}"]
+                out.append((f"{prefix}PAG s={scale:g}{tail}", head + extra))
+        for scale in scales:
+            for low, high in parse_intervals(getattr(args, "intervals", "")):
+                extra = [f"pag.scale={scale}", f"pag.interval=[{low:g},{high:g}]"]
+                out.append((f"{prefix}PAG s={scale:g} t in [{low:g}, {high:g}]", head + extra))
+    return out
+
+
+def evaluate_task(
+    args, task: str, prior, scales: list[float], counter: PassCounter, distribution: Distribution | None
+) -> dict:
     base = task_overrides(args, task)
     cfg = runner.compose(*base)
     size = runner.prior_image_size(prior)
@@ -109,15 +165,25 @@ def evaluate_task(args, task: str, prior, scales: list[float], distribution: Dis
     y = operator.measure(x, streams.noise)
     rows = {"naive": scores(naive_inverse(operator, y, size), x)}
     images = {"label": x, "naive": naive_inverse(operator, y, size)}
-    for scale in [0.0, *scales]:
-        settings = runner.resolve_settings(runner.compose(*base, *([f"pag.scale={scale}"] if scale > 0 else [])))
-        solver = runner.build_solver(settings, cfg.solver, prior, operator, progress=args.progress)
+    for label, extra in variants(args, scales):
+        variant_cfg = runner.compose(*base, *extra)
+        settings = runner.resolve_settings(variant_cfg)
+        solver = runner.build_solver(settings, variant_cfg.solver, prior, operator, progress=args.progress)
+        counter.reset()
         start = time.time()
         x_hat = solver.restore(y, image_streams(args.seed, indices).sampler)
-        label = "no PAG" if scale == 0 else f"PAG s={scale:g}"
-        rows[label] = scores(x_hat, x) | {"seconds": time.time() - start, "settings": settings.describe()}
+        seconds = time.time() - start
+        n = len(x)
+        rows[label] = scores(x_hat, x) | {
+            "seconds": seconds,
+            "seconds_per_image": seconds / n,
+            # one network call runs the whole batch: per image = per call
+            "forward_passes": counter.forward,
+            "backward_passes": counter.backward,
+            "settings": settings.describe(),
+        }
         images[label] = x_hat
-        print(f"  {task:16s} {label:10s} PSNR {mean_std(rows[label]['psnr'])[0]:.2f}  ({time.time() - start:.0f} s)")
+        print(f"  {task:16s} {label:24s} PSNR {mean_std(rows[label]['psnr'])[0]:.2f}  ({seconds:.0f} s)")
     if distribution is not None:
         for label, image_set in images.items():
             rows.setdefault(label, {})["distribution"] = distribution(image_set)
@@ -212,6 +278,27 @@ def unconditional(args, prior, distribution: Distribution | None) -> tuple[dict,
     return rows, pictures, {"scales": scales, "layers": list(layers), "num_steps": steps, "n": n}
 
 
+def cost_table(results: dict[str, dict]) -> str:
+    """Seconds per image and network passes per image, summed over the tasks, and their ratio to the first row."""
+    labels = [label for label, r in next(iter(results.values()))["rows"].items() if "seconds" in r]
+
+    def total(label: str, key: str) -> float:
+        return sum(r["rows"][label][key] for r in results.values())
+
+    first = labels[0]
+    lines = [
+        "| | s / image (all tasks) | forward passes / image | backward passes / image | time vs first row |",
+        "|---|---|---|---|---|",
+    ]
+    for label in labels:
+        n = len(results)
+        seconds = total(label, "seconds_per_image")
+        ratio = seconds / total(first, "seconds_per_image")
+        forward, backward = total(label, "forward_passes") / n, total(label, "backward_passes") / n
+        lines.append(f"| {label} | {seconds:.2f} | {forward:.0f} | {backward:.0f} | {ratio:.2f} |")
+    return "\n".join(lines)
+
+
 def table(results: dict[str, dict]) -> str:
     labels = [label for label, r in next(iter(results.values()))["rows"].items() if "psnr" in r]
     lines = ["| PSNR (dB) ± std / SSIM | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
@@ -230,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prior", default="tiny_adm", choices=["tiny_adm", "tiny_sd"])
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--scales", default="1,2,4", help="PAG scales besides 0")
+    parser.add_argument("--intervals", default="", help="PAG intervals t_lo:t_hi,... (rows for each scale)")
     parser.add_argument("--n", type=int, default=16, help="images per task")
     parser.add_argument("--split", default="test")
     parser.add_argument("--start", type=int, default=0)
@@ -242,6 +330,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample-cache", type=Path, default=None, help="keep / reuse the samples in this folder")
     parser.add_argument("--features", default="shapes", help="KID/FID features (none: no distribution metrics)")
     parser.add_argument("--reference", type=int, default=1000, help="reference data images for KID/FID")
+    parser.add_argument("--solvers", default="", help="comma-separated solver names (default: the config's)")
+    parser.add_argument("--x0-from", default="unguided", help="PAG rows for these pag.x0_from values")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--out", type=Path, required=True)
@@ -250,16 +340,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     scales = [float(s) for s in args.scales.split(",") if s]
-    args.sample_scales = args.sample_scales or ",".join(str(x) for x in [0.0, *scales])
-    cfg = runner.compose(f"prior={args.prior}", *args.override)
+    cfg = runner.compose(*[f"solver={name}" for name in solver_names(args)[:1]], f"prior={args.prior}", *args.override)
     prior = runner.build_prior(cfg.prior, torch.device("cpu"), torch.float32)
+
+    args.sample_scales = args.sample_scales or ",".join(str(x) for x in [0.0, *scales])
     distribution = None
     if args.features != "none":
         distribution = Distribution(load_extractor(args.features), args.reference, args.seed)
 
+    counter = PassCounter(prior)
     results = {}
     for task in [t for t in args.tasks.split(",") if t]:
-        results[task] = evaluate_task(args, task, prior, scales, distribution)
+        results[task] = evaluate_task(args, task, prior, scales, counter, distribution)
         # one row per image: label | naive | no PAG | PAG s=...
         columns = list(results[task]["images"].values())
         save_image(image_grid([list(r) for r in zip(*(c[:8] for c in columns))], gap=1), args.out / f"{task}.png")
@@ -276,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     sections = []
     if results:
-        sections.append(table(results))
+        sections += [table(results), cost_table(results)]
     if distribution is not None:
         report["features"] = distribution.extractor.name
         report["reference"] = {"split": "test", "start": REFERENCE_START, "n": args.reference}

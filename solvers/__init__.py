@@ -1,27 +1,35 @@
 """Posterior samplers over diffusion priors, with Perturbed-Attention Guidance, declared in one registry.
 
 ``SOLVERS`` maps a solver's name to its ``SolverSpec`` (class, prior space, step-size names, step-table section):
-DPS (pixel priors) and PSLD (latent priors) today.
+DPS, DiffPIR and DAPS (pixel priors), PSLD and LatentDAPS (latent priors).
 """
 
 from .common import DivergenceError, StepInfo
+from .daps import DAPS, LatentDAPS
+from .diffpir import DiffPIR
 from .dps import DPS
 from .guidance import PAG, NoisePrediction, NoisePredictor
+from .proximal import DataProximal, data_prox
 from .psld import PSLD
 from .registry import SOLVERS, Solver, SolverSpec, default_solver, prior_space, solvers_for
 from .sample import sample
 
 __all__ = [
+    "DAPS",
     "DPS",
     "PAG",
     "PSLD",
     "SOLVERS",
+    "DataProximal",
+    "DiffPIR",
     "DivergenceError",
+    "LatentDAPS",
     "NoisePrediction",
     "NoisePredictor",
     "Solver",
     "SolverSpec",
     "StepInfo",
+    "data_prox",
     "default_solver",
     "prior_space",
     "sample",

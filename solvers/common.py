@@ -53,6 +53,11 @@ def residual_norm(y: Tensor, y_hat: Tensor) -> Tensor:
     return (y - y_hat).flatten(1).norm(dim=1)
 
 
+def batch_norm(y: Tensor, y_hat: Tensor) -> Tensor:
+    """||y - y_hat||_2 over the whole batch (a scalar): the references' loss, which couples the images."""
+    return (y - y_hat).norm()
+
+
 def should_call(i: int, num_steps: int, every: int) -> bool:
     """Call back every ``every`` steps and always after the last one (every <= 0: never)."""
     return every > 0 and (i % every == 0 or i == num_steps - 1)

@@ -5,6 +5,11 @@ Per step, with x_t requiring grad (DPS paper Algorithm 1; DPS2022/diffusion-post
     x0_hat          = sqrt(1/abar_t) x_t - sqrt(1/abar_t - 1) eps,   clamped to [-1, 1]
     x'_{t-1}        = DDPM ancestral step from (x_t, x0 of eps_guided, learned variance)
     x_{t-1}         = x'_{t-1} - zeta * grad_{x_t} || y - A(x0_hat) ||_2        (per sample, not squared)
+
+``reference=True`` reproduces DPS's ``PosteriorSampling`` (DPS2022/diffusion-posterior-sampling,
+guided_diffusion/condition_methods.py): one norm over the whole batch (images coupled; equal to ours for a batch
+of one). Everything else already matches it; its other quirks (unseeded motion kernels, min-max normalised
+saved images) are defects, not behaviours, and stay fixed.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from operators import Operator
 from operators.random import Generators
 from priors import Prior
 
-from .common import StepCallback, initial_noise, residual_norm, run_chain
+from .common import StepCallback, batch_norm, initial_noise, residual_norm, run_chain
 from .guidance import PAG, NoisePredictor
 
 
@@ -32,6 +37,7 @@ class DPS:
         clip_x0: clamp x0_hat to [-1, 1] (DPS does; the gradient flows through the clamp).
         cond: class labels for class-conditional ADMs.
         progress: show a tqdm bar over the steps.
+        reference: DPS's own data term (one norm over the batch); see the module docstring.
     """
 
     def __init__(
@@ -45,6 +51,7 @@ class DPS:
         clip_x0: bool = True,
         cond: object | None = None,
         progress: bool = True,
+        reference: bool = False,
     ):
         if prior.is_latent:
             raise ValueError("DPS runs on pixel-space priors; use PSLD for latent priors")
@@ -55,6 +62,7 @@ class DPS:
         self.clip_x0 = clip_x0
         self.cond = cond
         self.progress = progress
+        self.reference = reference
         self.schedule = prior.schedule.sampling(prior.schedule.timesteps(num_steps, spacing="even"))
 
     def tweedie(self, i: int, x_t: Tensor, eps: Tensor) -> Tensor:
@@ -80,13 +88,15 @@ class DPS:
         with torch.set_grad_enabled(data_term):
             x_t = x_t.detach().requires_grad_(data_term)
             pred = predict(x_t, t)
-            x0_hat = self.tweedie(i, x_t, pred.eps)  # unguided: the data term's estimate
-            x0_step = x0_hat if pred.eps_guided is pred.eps else self.tweedie(i, x_t, pred.eps_guided)
+            x0_hat = self.tweedie(i, x_t, pred.eps_data)  # unguided (paper): the data term's estimate
+            # without guidance at this step eps_guided is eps_data's value (the contract): no second estimate
+            x0_step = self.tweedie(i, x_t, pred.eps_guided) if pred.guided else x0_hat
             var_values = pred.var_values.detach() if pred.var_values is not None else None
             log_var = self.schedule.log_variance(i, x_t, self.prior.variance, var_values)
             x_prev = self.schedule.ddpm_step(i, x0_step.detach(), x_t.detach(), noise, log_var)
             if data_term:
-                loss = residual_norm(y, self.operator(x0_hat)).sum()
+                y_hat = self.operator(x0_hat)
+                loss = batch_norm(y, y_hat) if self.reference else residual_norm(y, y_hat).sum()
                 grad = torch.autograd.grad(loss, x_t)[0]
                 x_prev = x_prev - self.zeta * grad
         return x_prev.detach(), x0_hat.detach()

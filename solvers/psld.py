@@ -14,9 +14,25 @@ Reference quirks, off by default, each behind a flag for exact reproduction:
 ``noisy_measurement_loss`` (PSLD adds fresh noise to A(x0) inside the loss), ``stochastic_encoder``
 (PSLD encodes with a posterior sample, not the mean), ``empty_prompt_cfg`` (PSLD runs CFG at 7.5 with an
 empty prompt: uncond == cond, twice the UNet cost for the same eps).
+
+``reference=True`` turns on every behaviour of PSLD_PAG (Min-Jaewon/PSLD_PAG, stable-diffusion/scripts/inverse.py
+and ldm/models/diffusion/psld.py) at once:
+- the noisy measurement loss and the stochastic encoder above;
+- one norm over the whole batch for both terms (its scripts run one image at a time, so this only matters for
+  batches);
+- the UNet's timestep at 1000 DDIM steps: LDM's sampler passes t = index + 1 (1000 .. 1) while it reads abar at
+  index (its ``make_ddim_sampling_parameters`` subtracts 1 to stay in range); at fewer steps the two agree;
+- the data term's x0_hat from the *conditional* eps (``e_t_cond``) whenever PAG or CFG is on, not the
+  CFG-combined one (the same without a prompt);
+- sampling under fp16 autocast (its ``--precision autocast`` default) on CUDA; on a CPU, which has no fast fp16,
+  autocast is left off.
+PSLD_PAG runs without CFG (``--cfg_scale`` defaults to 1), so ``empty_prompt_cfg`` stays off. Its pasted box
+inpainting outputs and its task settings at 512 px are the runner's (``solver.reference`` there).
 """
 
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor
@@ -25,7 +41,7 @@ from operators import Operator
 from operators.random import Generators
 from priors import LatentPrior
 
-from .common import StepCallback, initial_noise, residual_norm, run_chain
+from .common import StepCallback, batch_norm, initial_noise, residual_norm, run_chain
 from .guidance import PAG, NoisePredictor
 
 
@@ -46,6 +62,7 @@ class PSLD:
         num_steps: DDIM steps (PSLD's default is 1000); eta: DDIM stochasticity (0 = deterministic).
         pag: Perturbed-Attention Guidance, or None.
         prompt / cfg_scale: optional text prompt with classifier-free guidance (only with a prompt).
+        reference: every behaviour of PSLD_PAG at once (module docstring); the quirk flags are then on too.
     """
 
     def __init__(
@@ -64,6 +81,7 @@ class PSLD:
         stochastic_encoder: bool = False,
         empty_prompt_cfg: bool = False,
         progress: bool = True,
+        reference: bool = False,
     ):
         if not prior.is_latent:
             raise ValueError("PSLD runs on latent priors (with encode/decode); use DPS for pixel-space priors")
@@ -71,8 +89,9 @@ class PSLD:
         self.operator = operator
         self.omega, self.gamma, self.eta = float(omega), float(gamma), float(eta)
         self.pag = pag
-        self.noisy_measurement_loss = noisy_measurement_loss
-        self.stochastic_encoder = stochastic_encoder
+        self.reference = reference
+        self.noisy_measurement_loss = noisy_measurement_loss or reference
+        self.stochastic_encoder = stochastic_encoder or reference
         self.progress = progress
         self.cond, self.uncond, self.cfg_scale = None, None, 1.0
         if prompt or empty_prompt_cfg:
@@ -82,6 +101,9 @@ class PSLD:
             self.cfg_scale = float(cfg_scale)
         spacing, offset = ldm_ddim_timesteps(prior.schedule.num_train_timesteps, num_steps)
         timesteps = prior.schedule.timesteps(num_steps, spacing=spacing, offset=offset)
+        # LDM's sampler always gives the UNet range(0, T, T // n) + 1; where that overflows (1000 steps) it reads
+        # abar one index lower but keeps the UNet's t: reference mode reproduces that, the default keeps t = index
+        self.unet_t_shift = 1 if reference and offset == 0 else 0
         # LDM / SD DDIM: the step after the last one lands on abar[0], not on a clean image (abar = 1)
         self.schedule = prior.schedule.sampling(timesteps, final_alpha_cumprod=float(prior.schedule.alphas_cumprod[0]))
 
@@ -92,10 +114,11 @@ class PSLD:
         y_hat = A(x0)
         if self.noisy_measurement_loss:
             y_hat = A.noise(y_hat, generators)
-        meas = residual_norm(y, y_hat)
+        norm = batch_norm if self.reference else residual_norm
+        meas = norm(y, y_hat)
         glued = A.transpose(y) + (x0 - A.transpose(A(x0)))
         z_glued = self.prior.encode(glued, sample=self.stochastic_encoder, generator=generators)
-        glue = residual_norm(z_glued, z0_hat)
+        glue = norm(z_glued, z0_hat)
         return self.omega * meas + self.gamma * glue
 
     def step(
@@ -113,16 +136,25 @@ class PSLD:
         one (``pag.x0_from="guided"``: of the guided one)."""
         t = int(self.schedule.timesteps[i])
         data_term = y is not None and self.operator is not None
-        with torch.set_grad_enabled(data_term):
+        with torch.set_grad_enabled(data_term), self.precision(z_t.device):
             z_t = z_t.detach().requires_grad_(data_term)
-            pred = predict(z_t, t)
-            z0_hat = self.schedule.predict_x0(i, z_t, pred.eps)  # unguided: the data term's estimate
-            z0_step = z0_hat if pred.eps_guided is pred.eps else self.schedule.predict_x0(i, z_t, pred.eps_guided)
+            pred = predict(z_t, t + self.unet_t_shift)
+            eps_data = pred.eps_cond if self.reference else pred.eps_data
+            z0_hat = self.schedule.predict_x0(i, z_t, eps_data)  # unguided (paper): the data term's estimate
+            # unguided steps: eps_guided equals the data eps unless reference mode takes the conditional one
+            guided = pred.guided or self.reference
+            z0_step = self.schedule.predict_x0(i, z_t, pred.eps_guided) if guided else z0_hat
             z_prev = self.schedule.ddim_step(i, z0_step.detach(), pred.eps_guided.detach(), self.eta, noise)
             if data_term:
                 loss = self.data_loss(z0_hat, y, generators).sum()
                 z_prev = z_prev - torch.autograd.grad(loss, z_t)[0]
         return z_prev.detach(), z0_hat.detach()
+
+    def precision(self, device: torch.device):
+        """PSLD_PAG's fp16 autocast around the whole step (reference mode, CUDA only), else nothing."""
+        if self.reference and device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return nullcontext()
 
     def restore(
         self,

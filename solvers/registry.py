@@ -23,6 +23,8 @@ from operators.random import Generators
 from priors import Prior
 
 from .common import StepCallback
+from .daps import DAPS, LatentDAPS
+from .diffpir import DiffPIR
 from .dps import DPS
 from .guidance import PAG
 from .psld import PSLD
@@ -101,15 +103,70 @@ def prior_space(prior: Prior) -> Space:
     return "latent" if prior.is_latent else "pixel"
 
 
+DAPS_OPTIONS = (
+    "tau",
+    "ode_steps",
+    "mcmc_steps",
+    "lr_min_ratio",
+    "sigma_max",
+    "sigma_min",
+    "ode_sigma_min",
+    "rho",
+    "mc_algo",
+    "momentum",
+    "grad_clip",
+)
+
 #: name -> spec. The first solver declared for a space is that space's default (``solver=auto``, ``sample``).
 SOLVERS: Mapping[str, SolverSpec] = {
-    "dps": SolverSpec(cls=DPS, space="pixel", params=("zeta",), table="dps", options=("clip_x0",)),
+    "dps": SolverSpec(cls=DPS, space="pixel", params=("zeta",), table="dps", options=("clip_x0", "reference")),
+    "diffpir": SolverSpec(
+        cls=DiffPIR,
+        space="pixel",
+        params=("lam", "zeta"),
+        table="diffpir",
+        options=("sigma_y", "clip_x0", "cg_max_iter", "cg_tol"),
+    ),
     "psld": SolverSpec(
         cls=PSLD,
         space="latent",
         params=("omega", "gamma"),
         table="psld",
-        options=("eta", "prompt", "cfg_scale", "noisy_measurement_loss", "stochastic_encoder", "empty_prompt_cfg"),
+        options=(
+            "eta",
+            "prompt",
+            "cfg_scale",
+            "noisy_measurement_loss",
+            "stochastic_encoder",
+            "empty_prompt_cfg",
+            "reference",
+        ),
+    ),
+    "daps": SolverSpec(
+        cls=DAPS,
+        space="pixel",
+        params=("lr",),
+        table="daps",
+        options=DAPS_OPTIONS,
+    ),
+    # the official SD settings vary the MCMC per task (steps, step size, its decay, HMC momentum)
+    "latent_daps": SolverSpec(
+        cls=LatentDAPS,
+        space="latent",
+        params=("lr", "mcmc_steps", "lr_min_ratio", "momentum"),
+        table="latent_daps",
+        options=(
+            "tau",
+            "ode_steps",
+            "sigma_max",
+            "sigma_min",
+            "ode_sigma_min",
+            "rho",
+            "mc_algo",
+            "grad_clip",
+            "prompt",
+            "cfg_scale",
+        ),
     ),
 }
 

@@ -116,3 +116,12 @@ def test_costs_only_run_reports_work_without_timings(bench, tmp_path, capsys):
 def test_unknown_allocator_setting_is_refused(bench):
     with pytest.raises(SystemExit):
         bench.main(["--only", "test_adm", "--malloc", "jemalloc"])
+
+
+def test_interval_restorations_run_the_perturbed_pass_only_inside(bench, capsys):
+    """DPS with 5 evenly spaced steps (t = 999, 749, 500, 250, 0): PAG on [0, 500] adds a pass at 3 of them."""
+    rows = bench.interval_costs("test_adm", "cpu", (0.0, 500.0), num_steps=5, repeats=1)
+    passes = {r["case"]: r["network_passes"] for r in rows}
+    assert passes == {"off": 5, "pag": 10, "pag@[0,500]": 8}
+    assert all(r["seconds"] > 0 for r in rows) and rows[0]["x_off"] == 1.0
+    assert "pag@[0,500]" in bench.interval_table(rows)

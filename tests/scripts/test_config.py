@@ -174,7 +174,7 @@ def test_solver_configs_share_the_base_keys_and_auto_has_the_defaults_keys():
     # keys of every solver it may pick, so solver.zeta=... / solver.eta=... work with it
     base = set(yaml.safe_load((CONF_DIR / "solver" / "_base.yaml").read_text()))
     keys = {name: set(_composed(f"solver={name}").solver) for name in ("auto", "dps", "psld")}
-    assert base == {"name", "num_steps"}
+    assert base == {"name", "num_steps", "reference"}  # reference: every solver's reproduction switch
     assert keys["dps"] == base | {"zeta", "clip_x0"}
     assert keys["psld"] >= base | {"omega", "gamma", "eta", "prompt", "cfg_scale"}
     assert keys["auto"] == keys["dps"] | keys["psld"]
@@ -209,9 +209,10 @@ def test_unknown_task_lists_the_valid_ones():
         ("box_inpaint", 512, {"hole": 256, "margin": 32}),
         ("box_inpaint", 32, {"hole": 16, "margin": 2}),
         ("sr8", 256, {"factor": 8}),
+        ("sr8", 512, {"factor": 16}),
         ("sr4", 32, {"factor": 4}),
         ("gaussian_deblur", 256, {"kernel_size": 61, "sigma": 3.0}),
-        ("gaussian_deblur", 512, {"kernel_size": 121, "sigma": 3.0}),
+        ("gaussian_deblur", 512, {"kernel_size": 121, "sigma": 6.0}),  # the 256 px blur scaled by 2
         ("gaussian_deblur", 32, {"kernel_size": 9, "sigma": 1.0}),
         ("motion_deblur", 256, {"kernel_size": 61, "intensity": 0.5}),
         ("motion_deblur", 512, {"kernel_size": 121, "intensity": 0.5}),

@@ -1,0 +1,195 @@
+"""DiffPIR: Denoising Diffusion Models for Plug-and-Play Image Restoration (Zhu et al., CVPRW 2023), with PAG.
+
+Per step from t_i to t_{i+1} (paper Algorithm 1; official code yuanzhi-zhu/DiffPIR ``main_ddpir_*.py``):
+    eps, eps_guided = NoisePredictor(x_t, t)                       (PAG: eps_guided = eps + s (eps - eps_perturbed))
+    x0_hat   = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t),  clamped to [-1, 1]          (the denoiser, eq. 12)
+    rho_t    = lambda sigma_y^2 / sigma_t^2,   sigma_t^2 = (1 - abar_t) / abar_t
+    x0_data  = argmin_x ||y - A x||^2 + rho_t ||x - x0_hat||^2                        (data step, eq. 13)
+    x0_step  = x0_data + (x0_guided - x0_hat)                   (PAG's correction; 0 without guidance)
+    eps_hat  = (x_t - sqrt(abar_t) x0_step) / sqrt(1 - abar_t)                                   (eq. 14)
+    x_{t-1}  = sqrt(abar_{t-1}) x0_step + sqrt(1 - abar_{t-1}) (sqrt(1 - zeta) eps_hat + sqrt(zeta) eps_t)  (eq. 15)
+
+Where PAG enters. As in DPS + PAG (PSLD_PAG, PAG paper App. 0.A.3 / 0.C.1), the data term sees the *unguided*
+prediction: the proximal anchor is x0_hat from eps. The guided prediction moves the sampler's step: the shift
+x0_guided - x0_hat = -sigma_t (eps_guided - eps) is added after the data step, so the re-noising direction is
+eps_hat + (eps_guided - eps). ``PAG(x0_from="guided")`` is the other choice: the anchor itself comes from
+eps_guided (the data step then corrects the guided estimate and nothing is added after it).
+
+Deliberate differences from the official code (each documented where it is written):
+- sigma_y is the measurement noise std on the [0, 1] scale (the official code's ``noise_level_img``, 12.75 / 255
+  for sigma 0.1 on [-1, 1]), floored at 0.001 like it, so lambda keeps the paper's values: with our operators'
+  sigma on [-1, 1], sigma_y = sigma / 2.
+- x_T ~ N(0, I) (the official deblur / inpaint scripts start from sqrt(abar_T / abar_{t_y}) y + noise, a 0.6 %
+  weight on y at t_start = 999).
+- The last step goes to abar = 1 through the data step (x_0 = x0_data); the official code skips the data step at
+  its last NFE and returns the x_0 re-noised at t = 0 by the step before.
+- eta (DDIM noise inside the (1 - zeta) part) is the official default 0 and not offered.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from operators import GaussianNoise, NoNoise, Operator
+from operators.random import Generators
+from priors import DiffusionPrior
+
+from .common import StepCallback, initial_noise, run_chain
+from .guidance import PAG, NoisePredictor
+from .proximal import DataProximal
+
+#: the official code's floor on the noise level in rho_t (noiseless measurements)
+MIN_SIGMA_Y = 0.001
+
+
+def quad_timesteps(num_train_timesteps: int, num_steps: int) -> list[int]:
+    """The official ``skip_type='quad'`` sequence: seq_k = int(sqrt(k T^2 / (n - 1))), the last one minus 1,
+    timesteps T - 1 - seq_k (descending: dense near t = 0)."""
+    T, n = int(num_train_timesteps), int(num_steps)
+    if n < 2:
+        raise ValueError(f"DiffPIR's quadratic schedule needs num_steps >= 2, got {num_steps}")
+    seq = [int(s) for s in np.sqrt(np.linspace(0, T**2, n))]
+    seq[-1] -= 1
+    timesteps = [T - 1 - s for s in seq]
+    if len(set(timesteps)) != n:
+        raise ValueError(f"num_steps={n} is too many for the quadratic schedule over {T} steps (repeated t)")
+    return timesteps
+
+
+def measurement_sigma(operator: Operator) -> float:
+    """The operator's Gaussian noise std on the [-1, 1] scale (0 for noiseless); other noise models need
+    ``sigma_y`` given explicitly."""
+    if isinstance(operator.noise, GaussianNoise):
+        return operator.noise.sigma
+    if isinstance(operator.noise, NoNoise):
+        return 0.0
+    raise ValueError(
+        f"DiffPIR's rho_t needs a Gaussian noise level; {type(operator.noise).__name__} has none: pass sigma_y="
+    )
+
+
+class DiffPIR:
+    """DiffPIR posterior sampler over a pixel-space prior (see the module docstring).
+
+    Args:
+        prior: a pixel-space prior.
+        operator: a linear measurement operator A with an exact adjoint.
+        lam: lambda in rho_t = lambda sigma_y^2 / sigma_t^2 (data-step strength).
+        zeta: share of fresh noise in the re-noising (0: deterministic, 1: DDPM-like).
+        num_steps: network evaluations (the official quadratic schedule, t = 999 ... 0); 100 in the paper.
+        pag: Perturbed-Attention Guidance, or None.
+        sigma_y: measurement noise std on the [0, 1] scale; None: half the operator's Gaussian sigma on [-1, 1].
+        clip_x0: clamp x0_hat to [-1, 1] (the official code's ``clip_denoised=True``).
+        cg_max_iter, cg_tol: bounds of the iterative data steps (blur, generic operators); closed forms ignore them.
+        cond: class labels for class-conditional ADMs.
+        progress: show a tqdm bar over the steps.
+    """
+
+    def __init__(
+        self,
+        prior: DiffusionPrior,
+        operator: Operator,
+        lam: float = 7.0,
+        zeta: float = 0.3,
+        *,
+        num_steps: int = 100,
+        pag: PAG | None = None,
+        sigma_y: float | None = None,
+        clip_x0: bool = True,
+        cg_max_iter: int = 50,
+        cg_tol: float = 1e-5,
+        cond: object | None = None,
+        progress: bool = True,
+    ):
+        if prior.is_latent:
+            raise ValueError("DiffPIR runs on pixel-space priors; use PSLD for latent priors")
+        if operator is None:
+            raise ValueError("DiffPIR needs a measurement operator (use solvers.sample for unconditional samples)")
+        if not 0.0 <= zeta <= 1.0:
+            raise ValueError(f"zeta must be in [0, 1], got {zeta}")
+        if lam <= 0:
+            raise ValueError(f"lambda must be > 0, got {lam}")
+        self.prior = prior
+        self.operator = operator
+        self.lam, self.zeta = float(lam), float(zeta)
+        self.pag = pag
+        self.clip_x0 = clip_x0
+        self.cond = cond
+        self.progress = progress
+        sigma_y = measurement_sigma(operator) / 2 if sigma_y is None else float(sigma_y)
+        self.sigma_y = max(MIN_SIGMA_Y, sigma_y)
+        self.schedule = prior.schedule.sampling(quad_timesteps(prior.schedule.num_train_timesteps, num_steps))
+        self.prox = DataProximal(operator, max_iter=cg_max_iter, tol=cg_tol)
+
+    def rho(self, i: int) -> float:
+        """rho_t = lambda sigma_y^2 / sigma_t^2 with sigma_t^2 = (1 - abar_t) / abar_t."""
+        abar = float(self.schedule.alphas_cumprod[i])
+        return self.lam * self.sigma_y**2 * abar / (1 - abar)
+
+    def tweedie(self, i: int, x_t: Tensor, eps: Tensor) -> Tensor:
+        x0 = self.schedule.predict_x0(i, x_t, eps)
+        return x0.clamp(-1, 1) if self.clip_x0 else x0
+
+    @torch.no_grad()
+    def step(
+        self,
+        predict: NoisePredictor,
+        i: int,
+        x_t: Tensor,
+        y: Tensor,
+        noise: Tensor | None,
+        generators: list[torch.Generator] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """One DiffPIR step: returns (x_{t-1}, x0_hat). ``generators`` is unused (the step draws only ``noise``);
+        it is there so every solver's step has the same signature.
+
+        The data step's anchor is x0_hat of the unguided prediction (``pag.x0_from="guided"``: of the guided one);
+        the guided prediction moves the step after it (see the module docstring)."""
+        t = int(self.schedule.timesteps[i])
+        pred = predict(x_t, t)
+        x0_hat = self.tweedie(i, x_t, pred.eps_data)  # the data step's anchor: unguided unless pag.x0_from="guided"
+        x0_data = self.prox(y, x0_hat, self.rho(i))
+        x0_step = x0_data
+        if pred.guided:  # PAG moves the sampler's step after the data step (a shift of 0 for the guided anchor)
+            x0_step = x0_data + (self.tweedie(i, x_t, pred.eps_guided) - x0_hat)
+        abar_prev = float(self.schedule.alphas_cumprod_prev[i])
+        if i == len(self.schedule) - 1:
+            return x0_step, x0_hat
+        eps_hat = self.schedule.predict_eps(i, x_t, x0_step)
+        direction = math.sqrt(1 - self.zeta) * eps_hat + math.sqrt(self.zeta) * noise
+        x_prev = math.sqrt(abar_prev) * x0_step + math.sqrt(1 - abar_prev) * direction
+        return x_prev, x0_hat
+
+    def restore(
+        self,
+        y: Tensor,
+        generator: Generators,
+        *,
+        batch_size: int | None = None,
+        x_T: Tensor | None = None,
+        callback: StepCallback | None = None,
+        callback_every: int = 0,
+    ) -> Tensor:
+        """Sample x_0 given y, clamped to [-1, 1]. ``generator``: one torch.Generator per image (batch-size
+        invariant) or one shared generator. ``callback(StepInfo)`` runs every ``callback_every`` steps."""
+        if y is None:
+            raise ValueError("DiffPIR needs a measurement y (use solvers.sample for unconditional samples)")
+        x, generators = initial_noise(self.prior, y, generator, batch_size, "DiffPIR sampling")
+        x = x_T if x_T is not None else x
+        predict = NoisePredictor(self.prior, self.pag, cond=self.cond)
+        x = run_chain(
+            self.schedule,
+            x,
+            lambda i, x_t, noise: self.step(predict, i, x_t, y, noise, generators),
+            generators,
+            stochastic=True,
+            desc="DiffPIR",
+            progress=self.progress,
+            callback=callback,
+            callback_every=callback_every,
+        )
+        return x.clamp(-1, 1)

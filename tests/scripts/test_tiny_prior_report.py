@@ -1,0 +1,54 @@
+"""tiny_prior_report.py's solver comparison: which rows it runs and how the cost table adds them up."""
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from priors.adm import ADMPrior
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _report():
+    spec = importlib.util.spec_from_file_location("tiny_prior_report", REPO / "scripts" / "tiny_prior_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_variants_cover_every_solver_and_x0_choice():
+    report = _report()
+    args = argparse.Namespace(solvers="dps,diffpir", x0_from="unguided,guided")
+    rows = dict(report.variants(args, [1.0]))
+    assert list(rows) == [
+        "dps no PAG", "dps PAG s=1 (x0 unguided)", "dps PAG s=1 (x0 guided)",
+        "diffpir no PAG", "diffpir PAG s=1 (x0 unguided)", "diffpir PAG s=1 (x0 guided)",
+    ]  # fmt: skip
+    assert rows["diffpir PAG s=1 (x0 guided)"] == ["solver=diffpir", "pag.scale=1.0", "pag.x0_from=guided"]
+    # without --solvers: the config's solver and the original labels
+    plain = dict(report.variants(argparse.Namespace(solvers="", x0_from="unguided"), [2.0]))
+    assert plain == {"no PAG": [], "PAG s=2": ["pag.scale=2.0", "pag.x0_from=unguided"]}
+
+
+def test_pass_counter_and_cost_table():
+    report = _report()
+    prior = ADMPrior.from_preset("test", init="random", generator=torch.Generator().manual_seed(0)).eval()
+    counter = report.PassCounter(prior)
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    prior(x, 10).eps.sum().backward()
+    with torch.no_grad():
+        prior(x, 10)
+    assert (counter.forward, counter.backward) == (2, 1)
+
+    def row(seconds, forward, backward):
+        return {"seconds_per_image": seconds, "forward_passes": forward, "backward_passes": backward}
+
+    results = {
+        "a": {"rows": {"naive": {}, "dps": row(2.0, 250, 250), "diffpir": row(0.5, 100, 0)}},
+        "b": {"rows": {"naive": {}, "dps": row(4.0, 250, 250), "diffpir": row(1.0, 100, 0)}},
+    }
+    lines = report.cost_table(results).splitlines()
+    assert lines[2] == "| dps | 6.00 | 250 | 250 | 1.00 |"
+    assert lines[3] == "| diffpir | 1.50 | 100 | 0 | 0.25 |"
