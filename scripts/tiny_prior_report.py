@@ -280,7 +280,7 @@ def unconditional(args, prior, distribution: Distribution | None) -> tuple[dict,
 
 def cost_table(results: dict[str, dict]) -> str:
     """Seconds per image and network passes per image, summed over the tasks, and their ratio to the first row."""
-    labels = [label for label, r in next(iter(results.values()))["rows"].items() if "seconds" in r]
+    labels = [label for label, r in next(iter(results.values()))["rows"].items() if "seconds_per_image" in r]
 
     def total(label: str, key: str) -> float:
         return sum(r["rows"][label][key] for r in results.values())
