@@ -1,5 +1,7 @@
 """FID (Heusel et al. 2017) with pytorch-fid's Inception and Frechet distance, without downloads.
 
+The Frechet distance works on any features (``evaluation.features`` names the extractors; KID in ``kid.py``).
+
 pytorch-fid builds its Inception (``fid_inception_v3``) and fetches the weights with ``load_state_dict_from_url``,
 which reads ``$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth`` when present and downloads
 otherwise. ``load_inception`` checks the file first (explicit path or hub cache) and, while pytorch-fid builds the
@@ -72,30 +74,13 @@ def load_inception(
     return model.eval().requires_grad_(False)
 
 
-@torch.no_grad()
 def inception_features(model: torch.nn.Module, images: Iterable[torch.Tensor], batch_size: int = 50) -> np.ndarray:
     """Pooled Inception features (N, dims) of images (3, H, W) in [-1, 1]."""
-    device = next(model.parameters()).device
-    batch: list[torch.Tensor] = []
-    out: list[np.ndarray] = []
+    from .features import FeatureExtractor, InceptionPool
 
-    def flush() -> None:
-        x = ((torch.stack(batch).float() + 1) / 2).clamp(0, 1).to(device)
-        features = model(x)[0]
-        if features.shape[-2:] != (1, 1):  # blocks before the last: global average pool, as pytorch-fid does
-            features = torch.nn.functional.adaptive_avg_pool2d(features, (1, 1))
-        out.append(features.flatten(1).double().cpu().numpy())
-        batch.clear()
-
-    for image in images:
-        batch.append(image)
-        if len(batch) == batch_size:
-            flush()
-    if batch:
-        flush()
-    return np.concatenate(out) if out else np.empty((0, 0))
+    return FeatureExtractor("inception", InceptionPool(model), batch_size)(images)
 
 
 def fid_from_features(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """FID between two sets of Inception features."""
+    """FID between two feature sets (N, D), (M, D): Inception's, or any extractor's (``evaluation.features``)."""
     return frechet_distance(*feature_statistics(features_a), *feature_statistics(features_b))

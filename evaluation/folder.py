@@ -11,27 +11,33 @@ from typing import Any
 from imaging import read_png
 
 from .result import MetricResult
-from .scoring import ImageScorer, describe, fid_between_files, paired_pngs
+from .scoring import ImageScorer, describe, distribution_between_files, paired_pngs
 
 
-def _run_metric(task_dir: Path, key: str) -> Any:
+def _run_metrics(task_dir: Path) -> dict[str, Any]:
     summary = task_dir / "summary.json"
     if not summary.is_file():
-        return None
+        return {}
     try:
-        return json.loads(summary.read_text()).get("metrics", {}).get(key)
-    except (ValueError, AttributeError):
-        return None
+        metrics = json.loads(summary.read_text()).get("metrics", {})
+    except ValueError:
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def run_features(task_dir: Path) -> str | None:
+    """The FID/KID feature extractor a run was configured with (``metrics.features`` in summary.json), else None."""
+    return _run_metrics(Path(task_dir)).get("features")
 
 
 def run_size(task_dir: Path) -> int | None:
     """The evaluation size a run recorded in its ``summary.json`` (``metrics.size``), else None."""
-    return _run_metric(task_dir, "size")
+    return _run_metrics(Path(task_dir)).get("size")
 
 
 def run_recon(task_dir: Path) -> str:
     """Which restoration a run scored (``metrics.recon`` in its ``summary.json``): ``raw`` or ``pasted``."""
-    return _run_metric(task_dir, "recon") or "raw"
+    return _run_metrics(Path(task_dir)).get("recon") or "raw"
 
 
 def evaluate_folder(
@@ -44,11 +50,15 @@ def evaluate_folder(
     fid: bool = True,
     fid_weights: str | None = None,
     fid_dims: int = 2048,
+    features: str = "inception",
+    kid_subsets: int = 100,
+    kid_subset_size: int | None = None,
     device: str = "cpu",
     recon: str = "raw",
 ) -> dict[str, Any]:
-    """Per-image PSNR/SSIM/LPIPS of ``recon/`` (``recon="pasted"``: ``pasted/``) vs ``label/`` and the set's FID:
-    ``{"rows", "summary"}``."""
+    """Per-image PSNR/SSIM/LPIPS of ``recon/`` (``recon="pasted"``: ``pasted/``) vs ``label/`` and the set's FID /
+    KID on ``features``: ``{"rows", "summary"}`` (``fid_weights``: the feature network's file, default the
+    extractor's own)."""
     task_dir = Path(task_dir)
     kind = "pasted" if recon == "pasted" else "recon"
     pairs = paired_pngs(task_dir / kind, task_dir / "label")
@@ -67,17 +77,21 @@ def evaluate_folder(
         scores = scorer(read_png(recon_path)[None], read_png(label_path)[None])[0]
         rows.append({"name": name, **scores})
     if fid:
-        fid_result = fid_between_files(
+        distribution = distribution_between_files(
             [r for _, r, _ in pairs],
             [lb for _, _, lb in pairs],
+            features=features,
             size=size,
             weights=fid_weights,
             dims=fid_dims,
             device=device,
             setting="--fid-weights",
+            kid_subsets=kid_subsets,
+            kid_subset_size=kid_subset_size,
         )
     else:
-        fid_result = MetricResult.unavailable("fid", "disabled (--no-fid)")
+        off = "disabled (--no-fid)"
+        distribution = {m: MetricResult.unavailable(m, off, extractor=features) for m in ("fid", "kid")}
     summary = {
         "folder": str(task_dir),
         "count": len(rows),
@@ -88,6 +102,8 @@ def evaluate_folder(
         "lpips": describe([r["lpips"] for r in rows])
         | ({} if scorer.lpips_model is not None else {"unavailable": scorer.lpips_reason}),
         "lpips_net": lpips_net,
-        "fid": fid_result.to_dict(),
+        "features": distribution["fid"].details.get("extractor", features),
+        "fid": distribution["fid"].to_dict(),
+        "kid": distribution["kid"].to_dict(),
     }
     return {"rows": rows, "summary": summary}

@@ -19,7 +19,9 @@ import torch
 
 from imaging import quantize, read_png, resize_tensor
 
-from .fid import fid_from_features, inception_features, load_inception
+from .features import FeatureExtractor, InceptionPool, load_extractor
+from .fid import fid_from_features, load_inception
+from .kid import KID_SUBSETS, kid_from_features
 from .lpips import load_lpips, lpips_distance
 from .pixel import psnr, ssim
 from .result import MetricResult, MetricUnavailable
@@ -83,6 +85,54 @@ class ImageScorer:
         ]
 
 
+def distribution_between_files(
+    recon_paths: Sequence[str | os.PathLike],
+    label_paths: Sequence[str | os.PathLike],
+    *,
+    features: str = "inception",
+    size: int | None = None,
+    weights: str | os.PathLike | None = None,
+    dims: int = 2048,
+    batch_size: int = 50,
+    device: str | torch.device = "cpu",
+    setting: str = "metrics.fid.weights",
+    extractor: FeatureExtractor | None = None,
+    kid_subsets: int = KID_SUBSETS,
+    kid_subset_size: int | None = None,
+    kid_seed: int = 0,
+) -> dict[str, MetricResult]:
+    """``{"fid", "kid"}`` between the recon set and the label (reference) set of PNG files, on the features of
+    ``extractor`` (default: ``load_extractor(features, ...)``), or why they are unavailable. Both results name the
+    extractor; KID's also carry its std over subsets and the subset size."""
+    name = extractor.name if extractor is not None else features
+    try:
+        if min(len(recon_paths), len(label_paths)) < 2:
+            raise MetricUnavailable(f"FID/KID need at least 2 images per set, got {len(recon_paths)}")
+        if extractor is None:
+            extractor = load_extractor(
+                features, weights=weights, dims=dims, device=device, batch_size=batch_size, setting=setting
+            )
+            name = extractor.name
+
+        def images(paths):
+            for p in paths:
+                x = read_png(p)
+                yield resize_tensor(x, size) if size is not None else x
+
+        features_recon, features_label = extractor(images(recon_paths)), extractor(images(label_paths))
+    except MetricUnavailable as exc:
+        return {m: MetricResult.unavailable(m, str(exc), extractor=name) for m in ("fid", "kid")}
+    try:
+        fid = MetricResult("fid", fid_from_features(features_recon, features_label), details={"extractor": name})
+    except ValueError as exc:  # pytorch-fid: a covariance square root with a large imaginary part (tiny sets)
+        fid = MetricResult.unavailable("fid", f"Frechet distance failed: {exc}", extractor=name)
+    mean, std, subset_size = kid_from_features(
+        features_recon, features_label, subsets=kid_subsets, subset_size=kid_subset_size, seed=kid_seed
+    )
+    details = {"std": std, "subset_size": subset_size, "subsets": kid_subsets, "extractor": name}
+    return {"fid": fid, "kid": MetricResult("kid", mean, details=details)}
+
+
 def fid_between_files(
     recon_paths: Sequence[str | os.PathLike],
     label_paths: Sequence[str | os.PathLike],
@@ -95,22 +145,16 @@ def fid_between_files(
     setting: str = "metrics.fid.weights",
     model: torch.nn.Module | None = None,
 ) -> MetricResult:
-    """FID between the recon set and the label (reference) set of PNG files, or why it is unavailable."""
+    """FID on Inception features between the recon set and the label (reference) set of PNG files, or why it is
+    unavailable (``model``: an already loaded pytorch-fid Inception)."""
     try:
         if min(len(recon_paths), len(label_paths)) < 2:
             raise MetricUnavailable(f"FID needs at least 2 images per set, got {len(recon_paths)}")
         model = model if model is not None else load_inception(weights, dims, setting).to(device)
-
-        def images(paths):
-            for p in paths:
-                x = read_png(p)
-                yield resize_tensor(x, size) if size is not None else x
-
-        features_recon = inception_features(model, images(recon_paths), batch_size)
-        features_label = inception_features(model, images(label_paths), batch_size)
-        return MetricResult("fid", fid_from_features(features_recon, features_label))
     except MetricUnavailable as exc:
         return MetricResult.unavailable("fid", str(exc))
+    extractor = FeatureExtractor(f"inception ({dims}-d)", InceptionPool(model), batch_size)
+    return distribution_between_files(recon_paths, label_paths, size=size, extractor=extractor)["fid"]
 
 
 def describe(values: Sequence[float | None]) -> dict[str, float | int | None]:

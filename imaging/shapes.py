@@ -8,17 +8,25 @@ something to recover (a shape's hidden part, a sharp edge), while staying small 
 
 Splits are disjoint seed ranges: ``train`` uses seeds [0, 10^6), ``test`` uses [10^9, 10^9 + 10^6).
 The test images are therefore never seen in training.
+
+``render_shapes_labelled`` also returns what the generator drew (``ShapeLabels``: background texture, number
+of shapes, each shape's kind and hue): supervision for a feature network of this domain (evaluation's KID/FID).
 """
 
 from __future__ import annotations
 
+import colorsys
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 SPLIT_OFFSETS = {"train": 0, "test": 1_000_000_000}
+TEXTURES = ("plain", "stripes", "checker")
+KINDS = ("ellipse", "rectangle", "triangle", "ring")
+HUE_BINS = 6
 SPLIT_SIZE = 1_000_000
 _SUPERSAMPLE = 4
 
@@ -39,11 +47,12 @@ def _linear_field(size: int, angle: float) -> np.ndarray:
     return (ramp - ramp.min()) / (ramp.max() - ramp.min() + 1e-12)
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
     c0, c1 = _colour(rng) * 0.8, _colour(rng) * 0.8
     ramp = _linear_field(size, rng.uniform(0, 2 * math.pi))[..., None]
     image = c0 * (1 - ramp) + c1 * ramp
     texture = rng.uniform()
+    kind = "plain" if texture >= 0.35 else "stripes" if texture < 0.2 else "checker"
     if texture < 0.35:
         yy, xx = np.mgrid[0:size, 0:size] / size
         angle, freq = rng.uniform(0, math.pi), rng.uniform(3, 8)
@@ -52,11 +61,11 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         else:  # checker
             pattern = (np.floor(xx * freq) + np.floor(yy * freq)) % 2
         image = image * (1 - 0.25 * pattern[..., None]) + 0.25 * pattern[..., None] * _colour(rng)
-    return image
+    return image, kind
 
 
 def _shape_polygon(rng: np.random.Generator, size: int) -> tuple[str, list[tuple[float, float]], float]:
-    kind = rng.choice(["ellipse", "rectangle", "triangle", "ring"], p=[0.35, 0.3, 0.2, 0.15])
+    kind = rng.choice(list(KINDS), p=[0.35, 0.3, 0.2, 0.15])
     cx, cy = rng.uniform(0.1, 0.9) * size, rng.uniform(0.1, 0.9) * size
     radius = rng.uniform(0.12, 0.35) * size
     angle = rng.uniform(0, 2 * math.pi)
@@ -76,13 +85,31 @@ def _shape_polygon(rng: np.random.Generator, size: int) -> tuple[str, list[tuple
     return str(kind), [tuple(p) for p in pts.tolist()], hole
 
 
-def render_shapes(seed: int, size: int = 32) -> np.ndarray:
-    """The image of ``seed``: float32 array (size, size, 3) in [0, 1]."""
+@dataclass(frozen=True)
+class ShapeLabels:
+    """What the generator drew for one image; shapes listed bottom to top (the last one is never occluded)."""
+
+    texture: str
+    kinds: tuple[str, ...]
+    hues: tuple[int, ...]  # hue sextant of each shape's base colour, 0..HUE_BINS-1
+
+    @property
+    def count(self) -> int:
+        return len(self.kinds)
+
+
+def _hue_bin(colour: np.ndarray) -> int:
+    return min(int(colorsys.rgb_to_hsv(*colour.tolist())[0] * HUE_BINS), HUE_BINS - 1)
+
+
+def render_shapes_labelled(seed: int, size: int = 32) -> tuple[np.ndarray, ShapeLabels]:
+    """The image of ``seed`` (float32 (size, size, 3) in [0, 1]) and its ``ShapeLabels``."""
     rng = np.random.default_rng(seed)
     big = size * _SUPERSAMPLE
-    image = _background(rng, big)
+    image, texture = _background(rng, big)
+    kinds, hues = [], []
     for _ in range(int(rng.integers(2, 6))):
-        _, polygon, hole = _shape_polygon(rng, big)
+        kind, polygon, hole = _shape_polygon(rng, big)
         mask_img = Image.new("L", (big, big), 0)
         draw = ImageDraw.Draw(mask_img)
         draw.polygon(polygon, fill=255)
@@ -95,9 +122,16 @@ def render_shapes(seed: int, size: int = 32) -> np.ndarray:
         colour = _colour(rng)
         fill = colour * (1 - 0.35 * shade) + 0.35 * shade * np.clip(colour + 0.3, 0, 1)
         image = image * (1 - mask) + fill * mask
+        kinds.append(kind)
+        hues.append(_hue_bin(colour))
     # area downsampling = exact average of each 4x4 block (anti-aliased edges)
     image = image.reshape(size, _SUPERSAMPLE, size, _SUPERSAMPLE, 3).mean(axis=(1, 3))
-    return np.clip(image, 0, 1).astype(np.float32)
+    return np.clip(image, 0, 1).astype(np.float32), ShapeLabels(texture, tuple(kinds), tuple(hues))
+
+
+def render_shapes(seed: int, size: int = 32) -> np.ndarray:
+    """The image of ``seed``: float32 array (size, size, 3) in [0, 1]."""
+    return render_shapes_labelled(seed, size)[0]
 
 
 def shapes_seed(split: str, index: int) -> int:

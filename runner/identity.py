@@ -19,8 +19,9 @@ from .config import CONF_DIR, Settings, operator_params, resolve_settings
 
 #: keys of the data config that choose *which* images run, not what their results are
 DATA_SELECTION_KEYS = ("limit", "shard", "num_shards")
-#: prior keys that do not change results: descriptions, where the weights come from, the default batch size
-PRIOR_PRESENTATION_KEYS = ("title", "download", "weights", "batch_size")
+#: prior keys that do not change results: descriptions, where the weights come from, the default batch size, the
+#: default feature extractor of the distribution metrics
+PRIOR_PRESENTATION_KEYS = ("title", "download", "weights", "batch_size", "features")
 
 
 def _container(node: Any) -> Any:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
-from evaluation import ImageScorer, MetricResult, describe, fid_between_files
+from evaluation import ImageScorer, MetricResult, describe, distribution_between_files
 from imaging import image_row, restoration_grid, save_image
 from operators import Inpainting
 from solvers import DivergenceError, StepInfo
@@ -306,8 +306,10 @@ def _in_set(records: dict[str, dict[str, Any]], data: DataSet) -> dict[str, dict
     return {name: r for name, r in records.items() if name in names}
 
 
-def summarize(exp: Experiment, records: dict[str, dict[str, Any]], fid: MetricResult) -> dict[str, Any]:
-    """summary.json: counts, metric statistics, FID, settings, resolved config."""
+def summarize(
+    exp: Experiment, records: dict[str, dict[str, Any]], fid: MetricResult, kid: MetricResult | None = None
+) -> dict[str, Any]:
+    """summary.json: counts, metric statistics, FID / KID (with their feature extractor), settings, resolved config."""
     rows = list(records.values())
     done = [r for r in rows if r["status"] == "done"]
     failed = [r for r in rows if r["status"] == "failed"]
@@ -340,7 +342,9 @@ def summarize(exp: Experiment, records: dict[str, dict[str, Any]], fid: MetricRe
             "ssim": describe([r.get("ssim") for r in done]),
             "lpips": lpips,
             "lpips_net": str(exp.cfg.metrics.lpips.net),
+            "features": str(exp.cfg.metrics.features),
             "fid": fid.to_dict(),
+            **({"kid": kid.to_dict()} if kid is not None else {}),
             "seconds": describe([r.get("seconds") for r in done]),
         },
         "failed": [{"name": r["name"], "error": r.get("error", "")} for r in failed],
@@ -350,29 +354,38 @@ def summarize(exp: Experiment, records: dict[str, dict[str, Any]], fid: MetricRe
     }
 
 
-def compute_fid(exp: Experiment, records: dict[str, dict[str, Any]]) -> MetricResult:
-    """FID of recon vs label over the whole set, once every image of it has a result; else why not."""
+def compute_fid(exp: Experiment, records: dict[str, dict[str, Any]]) -> dict[str, MetricResult]:
+    """FID and KID (``{"fid", "kid"}``) of recon vs label over the whole set on ``metrics.features``, once every
+    image of it has a result; else why not."""
     cfg = exp.cfg.metrics
+    features = str(cfg.features)
+
+    def unavailable(reason: str) -> dict[str, MetricResult]:
+        return {m: MetricResult.unavailable(m, reason, extractor=features) for m in ("fid", "kid")}
+
     if not cfg.enabled or not cfg.fid.enabled:
-        return MetricResult.unavailable("fid", "disabled by configuration (metrics.fid.enabled=false)")
+        return unavailable("disabled by configuration (metrics.fid.enabled=false)")
     done = sorted((r for r in records.values() if r["status"] == "done"), key=lambda r: r["index"])
     finished = sum(1 for r in records.values() if r.get("index") is not None)
     remaining = exp.data.total - finished
     if remaining > 0:
-        return MetricResult.unavailable(
-            "fid",
+        return unavailable(
             f"not computed: {remaining} of {exp.data.total} images have no result yet (resume this run, or wait for "
-            f"the other shards, then rerun the same command or scripts/evaluate.py {exp.folder.root})",
+            f"the other shards, then rerun the same command or scripts/evaluate.py {exp.folder.root})"
         )
     folder = exp.folder
-    return fid_between_files(
+    return distribution_between_files(
         [folder.image_path("pasted" if exp.recon_kind == "pasted" else "recon", r["name"]) for r in done],
         [folder.image_path("label", r["name"]) for r in done],
+        features=features,
         size=exp.metrics_size,
         weights=exp.metric_weights.get("metrics.fid.weights") or cfg.fid.weights,
         dims=int(cfg.fid.dims),
         batch_size=int(cfg.fid.batch_size),
         device=exp.device,
+        kid_subsets=int(cfg.kid.subsets),
+        kid_subset_size=None if cfg.kid.subset_size is None else int(cfg.kid.subset_size),
+        kid_seed=int(exp.cfg.seed),
     )
 
 
@@ -381,14 +394,15 @@ def one_line(summary: dict[str, Any]) -> str:
     c, m = summary["counts"], summary["metrics"]
 
     def mean(key: str, fmt: str) -> str:
-        value = m[key].get("mean") if key != "fid" else m[key].get("value")
+        value = m.get(key, {}).get("mean") if key not in ("fid", "kid") else m.get(key, {}).get("value")
         return "unavailable" if value is None else format(value, fmt)
 
+    kid = mean("kid", ".4f") + (f" ± {m['kid']['std']:.4f}" if m.get("kid", {}).get("std") is not None else "")
     remaining = f", {c['remaining']} remaining" if c["remaining"] else ""
     return (
         f"{summary['task']}: {c['done']}/{c['images']} done, {c['failed']} failed, {c['skipped']} skipped{remaining}"
         f" | PSNR {mean('psnr', '.2f')} dB | SSIM {mean('ssim', '.4f')} | LPIPS {mean('lpips', '.4f')}"
-        f" | FID {mean('fid', '.2f')} -> {summary['folder']}"
+        f" | FID {mean('fid', '.2f')} | KID {kid} ({m.get('features', 'inception')} features) -> {summary['folder']}"
     )
 
 
@@ -509,13 +523,14 @@ def _run_logged(exp: Experiment) -> dict[str, Any]:
 
     records = _in_set(folder.read_records(), data)  # other shards' results too
     folder.write_metrics_csv(records.values())
-    summary = summarize(exp, records, compute_fid(exp, records))
+    distribution = compute_fid(exp, records)
+    summary = summarize(exp, records, distribution["fid"], distribution["kid"])
     folder.write_summary(summary)
     log.info("%s", one_line(summary))
     if summary["metrics"]["lpips"].get("unavailable"):
         log.info("LPIPS unavailable: %s", summary["metrics"]["lpips"]["unavailable"])
     if summary["metrics"]["fid"].get("value") is None:
-        log.info("FID unavailable: %s", summary["metrics"]["fid"]["unavailable"])
+        log.info("FID/KID unavailable: %s", summary["metrics"]["fid"]["unavailable"])
     return summary
 
 

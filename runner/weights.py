@@ -162,8 +162,9 @@ def config_need(prior_cfg: DictConfig) -> Need:
 
 
 def metric_needs(cfg: DictConfig) -> list[Need]:
-    """LPIPS backbone and FID Inception weights (when those metrics are enabled): the explicit file, or
-    torchvision's / pytorch-fid's URL into ``$TORCH_HOME/hub/checkpoints``."""
+    """LPIPS backbone and FID Inception weights (when those metrics are enabled; Inception only for FID/KID on
+    Inception features): the explicit file, or torchvision's / pytorch-fid's URL into
+    ``$TORCH_HOME/hub/checkpoints``."""
     from evaluation import BACKBONES, INCEPTION
 
     metrics = cfg.metrics
@@ -172,7 +173,7 @@ def metric_needs(cfg: DictConfig) -> list[Need]:
     wanted = []
     if metrics.lpips.enabled and str(metrics.lpips.net) in BACKBONES:
         wanted.append(("metrics.lpips.weights", BACKBONES[str(metrics.lpips.net)], metrics.lpips.weights))
-    if metrics.fid.enabled:
+    if metrics.fid.enabled and str(metrics.get("features", "inception")) == "inception":  # other features: no Inception
         wanted.append(("metrics.fid.weights", INCEPTION, metrics.fid.weights))
     needs = []
     for setting, spec, explicit in wanted:

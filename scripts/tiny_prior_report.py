@@ -8,6 +8,14 @@ without PAG as a picture. Writes a markdown table, a JSON file and PNGs.
     python scripts/tiny_prior_report.py --prior tiny_adm --split train --start 500000 ...   # tuning images
     python scripts/tiny_prior_report.py --solvers dps,diffpir --x0-from unguided,guided ...  # solvers side by side
     python scripts/tiny_prior_report.py --prior tiny_adm --scales 1 --intervals 0:500 ...   # + PAG for t in [0, 500]
+    python scripts/tiny_prior_report.py --prior tiny_sd --tasks "" --unconditional 128 --sample-scales 0,1,2,3,4 \
+        --sample-steps 50 --out docs/results/tiny_sd_kid          # distribution metrics of unconditional samples
+
+Distribution metrics (``--features``, default the shapes network): KID (with its std over subsets) and FID of
+each set of images -- restorations of every row, unconditional samples at each PAG scale -- against
+``--reference`` images of the test split (indices from 100 000, disjoint from the restored ones), next to the
+same metrics of as many other *data* images (the floor: what a perfect sampler gets), and the sets' sharpness /
+contrast / clipped-pixel statistics (``evaluation.statistics``) next to the data's.
 
 Everything runs through the same code as ``scripts/restore.py`` (configs, step-size table, operators, per-image
 seed streams), with all images of a task in one batch (results do not depend on the batch: one generator per image).
@@ -29,14 +37,39 @@ import torch
 import torch.nn.functional as F
 
 import runner
+from evaluation import FeatureExtractor, fid_from_features, kid_from_features, load_extractor
 from evaluation.pixel import psnr, ssim
+from evaluation.statistics import image_statistics
 from imaging.grid import image_grid
 from imaging.io import quantize, save_image, write_json, write_text
+from imaging.shapes import ShapesDataset
 from operators import SuperResolution
 from runner.seeds import image_streams
 from solvers import PAG, sample
 
 TASKS = ("box_inpaint", "sr4", "gaussian_deblur", "motion_deblur")
+REFERENCE_START = 100_000  # test split images the reference and data rows use: never restored by the report
+
+
+class Distribution:
+    """KID / FID against a fixed reference set of data images, on one extractor's features."""
+
+    def __init__(self, extractor: FeatureExtractor, n: int, seed: int):
+        self.extractor, self.seed = extractor, seed
+        reference = ShapesDataset("test", n=n, start=REFERENCE_START).tensor()
+        self.reference = extractor(quantize(reference))
+        self.data_stats = image_statistics(reference)
+
+    def __call__(self, images: torch.Tensor) -> dict:
+        """kid, kid_std, kid_subset_size, fid (vs the reference) and the image statistics of ``images``."""
+        features = self.extractor(quantize(images.detach().float().cpu()))
+        kid, kid_std, subset = kid_from_features(features, self.reference, seed=self.seed)
+        fid = fid_from_features(features, self.reference) if len(features) > 1 else None
+        return {"kid": kid, "kid_std": kid_std, "kid_subset_size": subset, "fid": fid, **image_statistics(images)}
+
+    def data_row(self, n: int) -> dict:
+        """The same metrics for ``n`` other data images: the floor a perfect sampler reaches with ``n`` images."""
+        return self(ShapesDataset("test", n=n, start=REFERENCE_START + len(self.reference)).tensor())
 
 
 def naive_inverse(operator, y: torch.Tensor, size: int) -> torch.Tensor:
@@ -118,7 +151,9 @@ def variants(args, scales: list[float]) -> list[tuple[str, list[str]]]:
     return out
 
 
-def evaluate_task(args, task: str, prior, scales: list[float], counter: PassCounter) -> dict:
+def evaluate_task(
+    args, task: str, prior, scales: list[float], counter: PassCounter, distribution: Distribution | None
+) -> dict:
     base = task_overrides(args, task)
     cfg = runner.compose(*base)
     size = runner.prior_image_size(prior)
@@ -149,12 +184,103 @@ def evaluate_task(args, task: str, prior, scales: list[float], counter: PassCoun
         }
         images[label] = x_hat
         print(f"  {task:16s} {label:24s} PSNR {mean_std(rows[label]['psnr'])[0]:.2f}  ({seconds:.0f} s)")
+    if distribution is not None:
+        for label, image_set in images.items():
+            rows.setdefault(label, {})["distribution"] = distribution(image_set)
     return {"rows": rows, "images": images}
+
+
+def kid_cell(r: dict) -> str:
+    return f"{r['kid']:.3f} ± {r['kid_std']:.3f}"
+
+
+def stats_cells(r: dict) -> str:
+    return f"{r['sharpness']:.4f} | {r['contrast']:.3f} | {100 * r['clipped']:.2f}"
+
+
+def distribution_table(rows: dict[str, dict], n: int) -> str:
+    """Rows: label -> Distribution row; one column per metric."""
+    lines = [
+        f"| {n} images | KID ± std | FID | sharpness | contrast | clipped % |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, r in rows.items():
+        fid = "n/a" if r["fid"] is None else f"{r['fid']:.2f}"
+        lines.append(f"| {label} | {kid_cell(r)} | {fid} | {stats_cells(r)} |")
+    return "\n".join(lines)
+
+
+def restoration_kid_table(results: dict[str, dict]) -> str:
+    """KID ± std of every row of every task against the reference set."""
+    labels = list(next(iter(results.values()))["rows"])
+    lines = ["| KID ± std | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+    for label in labels:
+        cells = [kid_cell(results[task]["rows"][label]["distribution"]) for task in results]
+        lines.append(f"| {'ground truth' if label == 'label' else label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def restoration_stats_table(results: dict[str, dict], data: dict[str, float]) -> str:
+    """Sharpness / contrast / clipped % of every row of every task, and of the reference data."""
+    labels = list(next(iter(results.values()))["rows"])
+    lines = ["| sharpness / contrast / clipped % | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+
+    def cell(r: dict) -> str:
+        return f"{r['sharpness']:.4f} / {r['contrast']:.3f} / {100 * r['clipped']:.2f}"
+
+    for label in labels:
+        cells = [cell(results[task]["rows"][label]["distribution"]) for task in results]
+        lines.append(f"| {'ground truth' if label == 'label' else label} | " + " | ".join(cells) + " |")
+    lines.append("| data (reference set) | " + " | ".join(cell(data) for _ in results) + " |")
+    return "\n".join(lines)
+
+
+def unconditional(args, prior, distribution: Distribution | None) -> tuple[dict, list[torch.Tensor], dict]:
+    """``--unconditional`` samples per scale of ``--sample-scales`` (the same seeds at every scale): distribution
+    rows, the first ``--samples`` of each scale for the picture, and the settings used."""
+    settings = runner.resolve_settings(runner.compose(f"prior={args.prior}", "pag.enabled=true", *args.override))
+    layers = settings.pag.layers
+    steps = args.sample_steps or settings.num_steps
+    n = max(args.unconditional, args.samples)
+    scales = [float(x) for x in args.sample_scales.split(",") if x]
+    rows, pictures = {}, []
+    for scale in scales:
+        pag = PAG(scale, layers) if scale > 0 else None
+        gens = image_streams(args.seed, range(n)).sampler
+        start, chunks = time.time(), []
+        key = f"{args.prior}_s{scale:g}_{steps}steps_n{n}_seed{args.seed}_{'-'.join(layers)}_{'_'.join(args.override)}"
+        cached = args.sample_cache / f"{key}.pt" if args.sample_cache else None
+        if cached is not None and cached.is_file():  # the same samples, drawn by an earlier run of this command
+            chunks = [torch.load(cached)]
+        for i in range(sum(len(c) for c in chunks), n, args.sample_batch):
+            chunks.append(
+                sample(
+                    prior,
+                    len(gens[i : i + args.sample_batch]),
+                    gens[i : i + args.sample_batch],
+                    num_steps=steps,
+                    pag=pag,
+                    progress=False,
+                )
+            )
+        images = torch.cat(chunks)
+        if cached is not None and not cached.is_file():
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(images, cached)
+        label = "no PAG" if scale == 0 else f"PAG s={scale:g}"
+        pictures.append(images[: args.samples])
+        if distribution is not None and args.unconditional:
+            rows[label] = distribution(images[: args.unconditional]) | {"seconds": time.time() - start}
+            r = rows[label]
+            print(f"  samples {label:10s} KID {kid_cell(r)} FID {r['fid']:.2f} ({time.time() - start:.0f} s)")
+    if distribution is not None and args.unconditional:
+        rows["data (test split)"] = distribution.data_row(args.unconditional)
+    return rows, pictures, {"scales": scales, "layers": list(layers), "num_steps": steps, "n": n}
 
 
 def cost_table(results: dict[str, dict]) -> str:
     """Seconds per image and network passes per image, summed over the tasks, and their ratio to the first row."""
-    labels = [label for label in next(iter(results.values()))["rows"] if label != "naive"]
+    labels = [label for label, r in next(iter(results.values()))["rows"].items() if "seconds_per_image" in r]
 
     def total(label: str, key: str) -> float:
         return sum(r["rows"][label][key] for r in results.values())
@@ -174,7 +300,7 @@ def cost_table(results: dict[str, dict]) -> str:
 
 
 def table(results: dict[str, dict]) -> str:
-    labels = list(next(iter(results.values()))["rows"])
+    labels = [label for label, r in next(iter(results.values()))["rows"].items() if "psnr" in r]
     lines = ["| PSNR (dB) ± std / SSIM | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
     for label in labels:
         cells = []
@@ -197,6 +323,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=16, help="unconditional samples for the picture (0: none)")
+    parser.add_argument("--unconditional", type=int, default=0, help="unconditional samples per scale for KID/FID")
+    parser.add_argument("--sample-scales", default=None, help="PAG scales of the samples (default: 0 and --scales)")
+    parser.add_argument("--sample-steps", type=int, default=0, help="sampling steps (0: the table's num_steps)")
+    parser.add_argument("--sample-batch", type=int, default=32)
+    parser.add_argument("--sample-cache", type=Path, default=None, help="keep / reuse the samples in this folder")
+    parser.add_argument("--features", default="shapes", help="KID/FID features (none: no distribution metrics)")
+    parser.add_argument("--reference", type=int, default=1000, help="reference data images for KID/FID")
     parser.add_argument("--solvers", default="", help="comma-separated solver names (default: the config's)")
     parser.add_argument("--x0-from", default="unguided", help="PAG rows for these pag.x0_from values")
     parser.add_argument("--threads", type=int, default=0)
@@ -210,10 +343,15 @@ def main(argv: list[str] | None = None) -> None:
     cfg = runner.compose(*[f"solver={name}" for name in solver_names(args)[:1]], f"prior={args.prior}", *args.override)
     prior = runner.build_prior(cfg.prior, torch.device("cpu"), torch.float32)
 
+    args.sample_scales = args.sample_scales or ",".join(str(x) for x in [0.0, *scales])
+    distribution = None
+    if args.features != "none":
+        distribution = Distribution(load_extractor(args.features), args.reference, args.seed)
+
     counter = PassCounter(prior)
     results = {}
-    for task in args.tasks.split(","):
-        results[task] = evaluate_task(args, task, prior, scales, counter)
+    for task in [t for t in args.tasks.split(",") if t]:
+        results[task] = evaluate_task(args, task, prior, scales, counter, distribution)
         # one row per image: label | naive | no PAG | PAG s=...
         columns = list(results[task]["images"].values())
         save_image(image_grid([list(r) for r in zip(*(c[:8] for c in columns))], gap=1), args.out / f"{task}.png")
@@ -228,19 +366,28 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python scripts/tiny_prior_report.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "results": {t: r["rows"] for t, r in results.items()},
     }
-    markdown = table(results) + "\n\n" + cost_table(results)
-    if args.samples:
-        settings = runner.resolve_settings(runner.compose(f"prior={args.prior}", "pag.enabled=true", *args.override))
-        layers = settings.pag.layers
-        pictures = []
-        for scale in [0.0, *scales]:
-            pag = PAG(scale, layers) if scale > 0 else None
-            gens = image_streams(args.seed, range(args.samples)).sampler
-            pictures.append(sample(prior, args.samples, gens, num_steps=settings.num_steps, pag=pag, progress=False))
+    sections = []
+    if results:
+        sections += [table(results), cost_table(results)]
+    if distribution is not None:
+        report["features"] = distribution.extractor.name
+        report["reference"] = {"split": "test", "start": REFERENCE_START, "n": args.reference}
+        report["data_statistics"] = distribution.data_stats
+        if results:
+            sections.append(restoration_kid_table(results))
+            sections.append(restoration_stats_table(results, distribution.data_stats))
+    if args.samples or args.unconditional:
+        rows, pictures, info = unconditional(args, prior, distribution)
         # one row per PAG scale (0 first), same seeds in every row
-        save_image(image_grid([list(p) for p in pictures], gap=1), args.out / "samples.png")
-        report["samples"] = {"scales": [0.0, *scales], "layers": list(layers), "num_steps": settings.num_steps}
+        if args.samples:
+            save_image(image_grid([list(p) for p in pictures], gap=1), args.out / "samples.png")
+        report["samples"] = info | {"distribution": rows}
+        if rows:
+            sections.append(distribution_table(rows, args.unconditional))
+    if distribution is not None:
+        sections.append(f"KID/FID features: {distribution.extractor.name}; reference: {args.reference} test images.")
     write_json(args.out / "report.json", report)
+    markdown = "\n\n".join(sections)
     write_text(args.out / "table.md", markdown + "\n")
     print(markdown)
 

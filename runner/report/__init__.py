@@ -72,21 +72,36 @@ class Report:
 
 
 def merged_fid(weights: str | os.PathLike | None = None, model: torch.nn.Module | None = None, device: str = "cpu"):
-    """FID of a cell merged from several folders, over all of its done images' files (recon vs label)."""
-    from evaluation import fid_between_files
+    """FID / KID of a cell merged from several folders, over all of its done images' files (recon vs label), on the
+    features the jobs used (``metrics.features``); ``model``: an already loaded Inception (FID only)."""
+    from evaluation import distribution_between_files, fid_between_files
 
-    def recompute(cell: Cell) -> Stat:
+    computed: dict[int, dict[str, Any]] = {}  # one computation per cell gives both metrics
+
+    def recompute(cell: Cell, metric: str) -> Stat:
         done = sorted(cell.status_rows("done"), key=lambda r: (r.get("index") or 0, r["name"]))
-        fid_cfg = ((cell.jobs[0].config.get("metrics") or {}).get("fid")) or {}
-        result = fid_between_files(
+        metrics_cfg = cell.jobs[0].config.get("metrics") or {}
+        fid_cfg = metrics_cfg.get("fid") or {}
+        files = (
             [Path(r["_folder"]) / "recon" / f"{r['name']}.png" for r in done],
             [Path(r["_folder"]) / "label" / f"{r['name']}.png" for r in done],
-            size=cell.jobs[0].metrics_size,
-            weights=weights if weights is not None else fid_cfg.get("weights"),
-            dims=int(fid_cfg.get("dims", 2048)),
-            device=device,
-            model=model,
         )
+        options = {
+            "size": cell.jobs[0].metrics_size,
+            "weights": weights if weights is not None else fid_cfg.get("weights"),
+            "dims": int(fid_cfg.get("dims", 2048)),
+            "device": device,
+        }
+        if id(cell) not in computed:
+            if model is not None:
+                computed[id(cell)] = {"fid": fid_between_files(*files, model=model, **options)}
+            else:
+                computed[id(cell)] = distribution_between_files(
+                    *files, features=str(metrics_cfg.get("features") or "inception"), **options
+                )
+        result = computed[id(cell)].get(metric)
+        if result is None:
+            return Stat(reason=f"merged shards: {metric.upper()} not computed with a given FID model")
         if result.value is None:
             return Stat(reason=f"merged shards: {result.reason}")
         return Stat(result.value, None, len(done))

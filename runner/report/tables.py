@@ -111,8 +111,8 @@ def cell_stats(cell: Cell, metrics: Sequence[str], set_metric: Callable[[Cell, s
     return out
 
 
-def summary_set_metric(cell: Cell, metric: str, recompute: Callable[[Cell], Stat] | None = None) -> Stat:
-    """A set metric: the job's own value for one folder; FID recomputed for several (never averaged)."""
+def summary_set_metric(cell: Cell, metric: str, recompute: Callable[[Cell, str], Stat] | None = None) -> Stat:
+    """A set metric: the job's own value for one folder; FID / KID recomputed for several (never averaged)."""
     if len(cell.jobs) == 1:
         entry = cell.jobs[0].set_metrics.get(metric) or {}
         if entry.get("value") is None:
@@ -120,8 +120,8 @@ def summary_set_metric(cell: Cell, metric: str, recompute: Callable[[Cell], Stat
         return Stat(float(entry["value"]), None, cell.done)
     if cell.remaining != 0:
         return Stat(reason=f"{metric.upper()} over the merged shards needs every image: some have no result yet")
-    if metric == "fid" and recompute is not None:
-        return recompute(cell)
+    if metric in ("fid", "kid") and recompute is not None:
+        return recompute(cell, metric)
     return Stat(reason=f"{metric.upper()} per shard cannot be merged; recompute it over the merged set")
 
 

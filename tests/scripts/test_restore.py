@@ -16,6 +16,7 @@ from runner import build_operator, image_streams, read_metrics_csv
 
 REPO = Path(__file__).resolve().parents[2]
 TASKS = ["box_inpaint", "random_inpaint", "sr4", "gaussian_deblur", "motion_deblur"]
+SHAPES_EXTRACTOR = "shapes (evaluation/shapes_features32.safetensors, 128-d)"
 
 
 def png(path: Path) -> np.ndarray:
@@ -62,8 +63,21 @@ def check_summary(summary: dict, rows: list[dict], images: int) -> None:
         summary["metrics"]["lpips"]["count"] == 0
         and "alexnet-owt-7be5be79.pth" in summary["metrics"]["lpips"]["unavailable"]
     )
-    assert summary["metrics"]["fid"]["value"] is None
-    assert "pt_inception-2015-12-05-6726825d.pth" in summary["metrics"]["fid"]["unavailable"]
+    # the tiny priors' FID/KID features are the shipped shapes network (Inception weights are not here)
+    metrics = summary["metrics"]
+    assert metrics["features"] == "shapes"
+    assert metrics["fid"]["extractor"] == metrics["kid"]["extractor"] == SHAPES_EXTRACTOR
+    assert math.isfinite(metrics["fid"]["value"]) and metrics["fid"]["value"] >= 0
+    assert math.isfinite(metrics["kid"]["value"]) and metrics["kid"]["std"] >= 0
+    assert metrics["kid"]["subset_size"] == 2 and metrics["kid"]["subsets"] == 100
+
+
+def test_inception_features_without_weights_are_unavailable(run_tiny):
+    _, summary = run_tiny("task=sr4", "metrics.features=inception", "data.limit=2")
+    for metric in ("fid", "kid"):
+        entry = summary["metrics"][metric]
+        assert entry["value"] is None and entry["extractor"] == "inception"
+        assert "pt_inception-2015-12-05-6726825d.pth" in entry["unavailable"]
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -117,6 +131,29 @@ def test_evaluate_script_reproduces_metrics_csv(run_tiny, capsys):
     report = json.loads((task_dir / "evaluation.json").read_text())
     assert "alexnet-owt-7be5be79.pth" in report["lpips"]["unavailable"]
     assert "2 images | PSNR" in stdout and "LPIPS unavailable: " in stdout
+
+
+def test_evaluate_script_reports_kid_and_fid_on_shapes_features(run_tiny, capsys):
+    cfg, summary = run_tiny("task=box_inpaint", "data.limit=4")
+    task_dir = Path(cfg.out_dir) / "box_inpaint"
+    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "scripts" / "evaluate.py")
+    evaluate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate)
+    assert evaluate.main([str(task_dir), "--no-lpips"]) == 0  # features: the run's (shapes)
+    stdout = capsys.readouterr().out
+    report = json.loads((task_dir / "evaluation.json").read_text())
+    extractor = SHAPES_EXTRACTOR
+    assert report["features"] == report["fid"]["extractor"] == report["kid"]["extractor"] == extractor
+    # the same files, features and seed as the run: the run's values
+    assert report["fid"]["value"] == pytest.approx(summary["metrics"]["fid"]["value"], rel=1e-9)
+    assert report["kid"]["value"] == pytest.approx(summary["metrics"]["kid"]["value"], rel=1e-9, abs=1e-12)
+    assert report["kid"]["subset_size"] == 2
+    kid = f"KID {report['kid']['value']:.4f} ± {report['kid']['std']:.4f}"
+    assert f"FID {report['fid']['value']:.2f} | {kid} [features: {extractor}]" in stdout
+    # a second extractor by import path: any torch module from images to features
+    assert evaluate.main([str(task_dir), "--no-lpips", "--features", "torch.nn:Flatten"]) == 0
+    pixels = json.loads((task_dir / "evaluation.json").read_text())
+    assert pixels["features"] == "torch.nn:Flatten" and pixels["fid"]["value"] != report["fid"]["value"]
 
 
 def test_restore_script_like_a_user(tiny_checkpoint, tmp_path, script):
