@@ -29,6 +29,6 @@ def test_restore_script_runs_daps(tmp_path, script, solver, prior, extra):
     result = script("restore.py", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (csv,) = results.rglob("box_inpaint/metrics.csv")
-    assert f"_{solver}_pag" in str(csv)
+    assert f"_{prior}_{solver}_2steps_pag" in str(csv)
     rows = read_metrics_csv(csv)
     assert len(rows) == 1 and math.isfinite(float(rows[0]["psnr"]))
