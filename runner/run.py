@@ -567,11 +567,12 @@ def _restore_pending(exp: Experiment, pending: list[Sample], records: dict[str, 
             groups = [(samples, labels)] if samples else []
             while groups:
                 group_samples, group_labels = groups.pop(0)
-                tic = time.perf_counter()
+                tic, start_n = time.perf_counter(), bar.n
                 try:
                     advance = functools.partial(bar.update, len(group_samples))  # one step of each image
                     results = exp.restore(group_samples, torch.stack(group_labels), advance)
                 except DivergenceError as exc:
+                    bar.update(start_n - bar.n)  # back to where the group started: its steps are redone or failed
                     if len(group_samples) > 1:  # find which image diverged: each alone gives the same numbers
                         groups = [([s], [x]) for s, x in zip(group_samples, group_labels)] + groups
                         continue
@@ -582,9 +583,8 @@ def _restore_pending(exp: Experiment, pending: list[Sample], records: dict[str, 
                     bar.update(steps)
                     continue
                 seconds = (time.perf_counter() - tic) / len(results)
-                for result in results:
+                for result in results:  # the bar has counted their steps already
                     record = exp.save(result, seconds)
                     folder.write_record(record)
                     records[record["name"]] = record
-                    bar.update(steps)
             folder.write_metrics_csv(_in_set(records, data).values())

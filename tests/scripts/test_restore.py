@@ -177,6 +177,9 @@ def test_restore_script_like_a_user(tiny_checkpoint, tmp_path, script):
     assert "sr4: 2/2 done, 0 failed, 0 skipped" in output
     # to a pipe: one plain progress bar over image-steps (no cursor-movement escape codes), the LPIPS reason once
     assert "\x1b[" not in output and "sr4 (2 images x 2 steps)" in result.stderr
+    # the bar ends at its total: 2 images x 2 steps, each counted once (not again when the image is saved)
+    assert re.search(r"\b4/4 \[", result.stderr)  # tqdm shows "8step [..." with no total once n passes it
+    assert not re.search(r"\b([5-9]|\d\d+)/4\b|\d+step \[", result.stderr)
     assert output.count("LPIPS unavailable: ") == 1
     rows = read_metrics_csv(task_dir / "metrics.csv")
     assert {r["lpips_note"] for r in rows} == {"unavailable: see metrics.lpips.unavailable in summary.json"}
