@@ -13,7 +13,6 @@ import math
 import pytest
 import torch
 
-from operators import GaussianNoise, Operator
 from operators.random import generators_from_seeds
 from priors import GaussianPrior
 from solvers.daps import DAPS, poly_sigmas
@@ -22,22 +21,8 @@ SHAPE = (1, 4, 4)
 D = 16
 
 
-class MatrixOperator(Operator):
-    """y = A x for a dense (m, d) matrix."""
-
-    def __init__(self, A: torch.Tensor, noise_sigma: float):
-        super().__init__(GaussianNoise(noise_sigma))
-        self.register_buffer("A", A)
-
-    def forward(self, x):
-        return (x.flatten(1) @ self.A.T.to(x.dtype)).view(x.shape[0], 1, 1, -1)
-
-    def adjoint(self, y):
-        return (y.flatten(1) @ self.A.to(y.dtype)).view(y.shape[0], *SHAPE)
-
-
 @pytest.fixture(scope="module")
-def problem():
+def problem(matrix_operator):
     g = torch.Generator().manual_seed(0)
     coords = torch.cartesian_prod(torch.arange(4.0), torch.arange(4.0))
     covariance = 0.25 * torch.exp(-torch.cdist(coords, coords) / 2.0) + 1e-2 * torch.eye(D)
@@ -45,7 +30,7 @@ def problem():
     prior = GaussianPrior(mu.double(), covariance.double(), SHAPE)
     A = torch.randn(8, D, generator=g, dtype=torch.float64) / math.sqrt(8)
     sigma_y = 0.1
-    op = MatrixOperator(A, noise_sigma=sigma_y)
+    op = matrix_operator(A, noise_sigma=sigma_y, shape=SHAPE)
     x0 = (prior.mu + torch.linalg.cholesky(prior.covariance) @ torch.randn(D, generator=g, dtype=torch.float64)).view(
         1, *SHAPE
     )

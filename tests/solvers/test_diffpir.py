@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from operators import GaussianNoise, Operator, make_operator
+from operators import make_operator
 from operators.random import generators_from_seeds, randn
 from priors import GaussianPrior, linear_operator_matrix, perturbed_self_attention
 from priors.adm import ADMPrior
@@ -17,20 +17,6 @@ from solvers.diffpir import DiffPIR, quad_timesteps
 
 LAYERS = ("input_blocks.3.1", "middle_block.1")
 SHAPE, D = (1, 8, 8), 64
-
-
-class MatrixOperator(Operator):
-    """y = A x for a dense (m, d) matrix: a linear operator no closed form knows (the CG data step)."""
-
-    def __init__(self, A: torch.Tensor, noise_sigma: float):
-        super().__init__(GaussianNoise(noise_sigma))
-        self.register_buffer("A", A)
-
-    def forward(self, x):
-        return (x.flatten(1) @ self.A.T.to(x.dtype)).view(x.shape[0], 1, 1, -1)
-
-    def adjoint(self, y):
-        return (y.flatten(1) @ self.A.to(y.dtype)).view(y.shape[0], *SHAPE)
 
 
 @pytest.fixture(scope="module")
@@ -126,14 +112,14 @@ def test_rho_is_lambda_sigma_over_sigma_t(prior):
     assert DiffPIR(prior, noiseless, num_steps=10, progress=False).sigma_y == 0.001  # the official floor
 
 
-def test_gaussian_posterior():
+def test_gaussian_posterior(matrix_operator):
     """Gaussian prior, generic linear operator (CG data step): close to the closed-form posterior."""
     g = torch.Generator().manual_seed(0)
     coords = torch.cartesian_prod(torch.arange(8.0), torch.arange(8.0))
     covariance = (0.25 * torch.exp(-torch.cdist(coords, coords) / 3.0) + 1e-3 * torch.eye(D)).double()
     prior = GaussianPrior(torch.zeros(D, dtype=torch.float64), covariance, SHAPE)
     A = torch.randn(32, D, generator=g, dtype=torch.float64) / math.sqrt(32)
-    op = MatrixOperator(A, noise_sigma=0.05)
+    op = matrix_operator(A, noise_sigma=0.05, shape=SHAPE)
     x0 = (torch.linalg.cholesky(covariance) @ torch.randn(D, generator=g, dtype=torch.float64)).view(1, *SHAPE)
     y = op.measure(x0.float(), torch.Generator().manual_seed(1))
     mean, cov = prior.posterior(A, y, 0.05)

@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from operators import GaussianNoise, Operator
 from operators.random import generators_from_seeds
 from priors import GaussianPrior, linear_operator_matrix
 from solvers import DPS, DivergenceError, sample
@@ -14,28 +13,14 @@ SHAPE = (1, 8, 8)
 D = 64
 
 
-class MatrixOperator(Operator):
-    """y = A x for a dense (m, d) matrix: a generic linear operator independent of the operators package."""
-
-    def __init__(self, A: torch.Tensor, noise_sigma: float):
-        super().__init__(GaussianNoise(noise_sigma))
-        self.register_buffer("A", A)
-
-    def forward(self, x):
-        return (x.flatten(1) @ self.A.T.to(x.dtype)).view(x.shape[0], 1, 1, -1)
-
-    def adjoint(self, y):
-        return (y.flatten(1) @ self.A.to(y.dtype)).view(y.shape[0], *SHAPE)
-
-
 @pytest.fixture(scope="module")
-def problem():
+def problem(matrix_operator):
     g = torch.Generator().manual_seed(0)
     coords = torch.cartesian_prod(torch.arange(8.0), torch.arange(8.0))
     covariance = 0.25 * torch.exp(-torch.cdist(coords, coords) / 3.0) + 1e-3 * torch.eye(D)  # smooth images
     prior = GaussianPrior(torch.zeros(D, dtype=torch.float64), covariance.double(), SHAPE)
     A = torch.randn(32, D, generator=g, dtype=torch.float64) / math.sqrt(32)
-    op = MatrixOperator(A, noise_sigma=0.05)
+    op = matrix_operator(A, noise_sigma=0.05, shape=SHAPE)
     x0 = (torch.linalg.cholesky(covariance.double()) @ torch.randn(D, generator=g, dtype=torch.float64)).view(1, *SHAPE)
     y = op.measure(x0.float(), torch.Generator().manual_seed(1))
     return prior, op, A, y
