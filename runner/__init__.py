@@ -24,6 +24,7 @@ from .config import (
 from .data import DataSet, Sample, build_dataset
 from .download import Source, WeightsError, WeightsMissing, download_url, fetch
 from .errors import Interrupted, SetupError
+from .heldout import HeldOutBatch, ShapesReference, held_out_batch, pixel_scores, restore_batch
 from .identity import experiment_identity, short_hash, task_as_run
 from .run import Experiment, Plan, dry_run, one_line, plan, run, summarize, task_dir
 from .seeds import ImageStreams, image_streams, stream_seed
@@ -37,6 +38,7 @@ __all__ = [
     "REPO_ROOT",
     "DataSet",
     "Experiment",
+    "HeldOutBatch",
     "ImageStreams",
     "Interrupted",
     "Need",
@@ -44,6 +46,7 @@ __all__ = [
     "Sample",
     "Settings",
     "SetupError",
+    "ShapesReference",
     "Source",
     "TaskFolder",
     "WeightsError",
@@ -58,10 +61,12 @@ __all__ = [
     "dry_run",
     "experiment_identity",
     "fetch",
+    "held_out_batch",
     "image_streams",
     "is_offline",
     "one_line",
     "operator_params",
+    "pixel_scores",
     "plan",
     "prefetch_command",
     "prior_image_size",
@@ -69,6 +74,7 @@ __all__ = [
     "register_resolvers",
     "resolve_path",
     "resolve_settings",
+    "restore_batch",
     "run",
     "run_needs",
     "select_device",

@@ -43,6 +43,7 @@ from .weights import is_offline, metric_files, prefetch_command
 
 log = logging.getLogger("runner")
 
+
 def scored_recon(cfg: DictConfig, masked: bool, reference: bool) -> str:
     """What the metrics score: ``raw`` (the restoration) or ``pasted`` (the observed pixels of the ground truth
     pasted in, PSLD_PAG's saved output for inpainting). ``metrics.recon=null``: pasted for inpainting under

@@ -7,6 +7,8 @@ with and without PAG, each solver with its step-table row for the prior (``shape
     python scripts/compare_solvers.py --prior tiny_sd --solvers psld,latent_daps --tasks box_inpaint --n 4 \
         --out docs/results/daps_tiny_sd
 
+KID (with its std over subsets) of each row's restorations against ``--reference`` shapes test images (indices from
+100 000, never restored here) on ``--features`` (default the shipped shapes network; ``none`` for no KID column).
 Same runner code as ``scripts/restore.py`` (configs, step table, operators, per-image seed streams); all images of
 a task in one batch. "passes / image" counts the prior network's forward calls per image, the perturbed PAG passes
 included (a shared-prefix perturbed pass counts as one although it recomputes only part of the network).
@@ -16,25 +18,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 import runner
-from evaluation.pixel import psnr, ssim
-from imaging.io import quantize, write_json, write_text
-from runner.seeds import image_streams
+from evaluation import load_extractor
+from imaging.io import write_json, write_text
 
 
-def scores(x_hat: torch.Tensor, x: torch.Tensor) -> dict[str, list[float]]:
-    """PSNR / SSIM on [0, 1] of the 8-bit images (what a saved PNG gives)."""
-    a, b = (quantize(x_hat) + 1) / 2, (quantize(x) + 1) / 2
-    return {"psnr": psnr(a, b).tolist(), "ssim": ssim(a, b).tolist()}
-
-
-def run_one(args, prior, solver: str, task: str, pag: bool) -> dict:
-    overrides = [
+def run_one(args, prior, solver: str, task: str, pag: bool, reference: runner.ShapesReference | None) -> dict:
+    cfg = runner.compose(
         f"prior={args.prior}",
         f"solver={solver}",
         f"task={task}",
@@ -44,30 +38,22 @@ def run_one(args, prior, solver: str, task: str, pag: bool) -> dict:
         f"seed={args.seed}",
         *(["pag.enabled=true"] if pag else []),
         *args.override,
-    ]
-    cfg = runner.compose(*overrides)
-    size = runner.prior_image_size(prior)
-    data = runner.build_dataset(cfg.data, size)
-    x = torch.stack([data.load(s) for s in data.samples])
-    indices = [s.index for s in data.samples]
-    streams = image_streams(args.seed, indices)
-    operator = runner.build_operator(cfg.task, size, streams.operator)
-    y = operator.measure(x, streams.noise)
-    settings = runner.resolve_settings(cfg)
-    sampler = runner.build_solver(settings, cfg.solver, prior, operator, progress=args.progress)
+    )
+    batch = runner.held_out_batch(cfg, prior)
     calls = [0]
     hook = prior.network.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-    start = time.time()
     try:
-        x_hat = sampler.restore(y, image_streams(args.seed, indices).sampler)
+        x_hat, seconds, settings = runner.restore_batch(cfg, prior, batch, progress=args.progress)
     finally:
         hook.remove()
-    seconds = time.time() - start
-    return scores(x_hat, x) | {
+    row = runner.pixel_scores(x_hat, batch.x) | {
         "passes_per_image": calls[0],  # one batched call serves every image
-        "seconds_per_image": seconds / len(indices),
+        "seconds_per_image": seconds / len(batch.indices),
         "settings": settings.describe(),
     }
+    if reference is not None:
+        row["distribution"] = reference(x_hat)
+    return row
 
 
 def mean(values: list[float]) -> float:
@@ -75,14 +61,18 @@ def mean(values: list[float]) -> float:
 
 
 def table(rows: list[dict]) -> str:
-    lines = [
-        "| solver | PAG | task | PSNR (dB) | SSIM | passes / image | s / image |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    with_kid = any("distribution" in r for r in rows)
+    head = "| solver | PAG | task | PSNR (dB) | SSIM |" + (" KID ± std |" if with_kid else "")
+    rule = "|---|---|---|---|---|" + ("---|" if with_kid else "") + "---|---|"
+    lines = [head + " passes / image | s / image |", rule]
     for r in rows:
+        kid = ""
+        if with_kid:
+            d = r.get("distribution")
+            kid = f" {d['kid']:.3f} ± {d['kid_std']:.3f} |" if d else " n/a |"
         lines.append(
             f"| {r['solver']} | {'on' if r['pag'] else 'off'} | {r['task']} | {mean(r['psnr']):.2f} | "
-            f"{mean(r['ssim']):.3f} | {r['passes_per_image']} | {r['seconds_per_image']:.1f} |"
+            f"{mean(r['ssim']):.3f} |{kid} {r['passes_per_image']} | {r['seconds_per_image']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -97,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--features", default="shapes", help="KID features against shapes test images (none: no KID)")
+    parser.add_argument("--reference", type=int, default=1000, help="reference test images for KID")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--out", type=Path, required=True)
@@ -107,11 +99,14 @@ def main(argv: list[str] | None = None) -> None:
     cfg = runner.compose(f"prior={args.prior}", *args.override)
     prior = runner.build_prior(cfg.prior, torch.device("cpu"), torch.float32)
 
+    reference = None
+    if args.features != "none":
+        reference = runner.ShapesReference(load_extractor(args.features), args.reference, args.seed)
     rows = []
     for task in args.tasks.split(","):
         for solver in args.solvers.split(","):
             for pag in [p == "on" for p in args.pag.split(",")]:
-                row = {"solver": solver, "pag": pag, "task": task} | run_one(args, prior, solver, task, pag)
+                row = {"solver": solver, "pag": pag, "task": task} | run_one(args, prior, solver, task, pag, reference)
                 rows.append(row)
                 print(table([row]).splitlines()[-1], flush=True)
     markdown = table(rows)
@@ -123,6 +118,10 @@ def main(argv: list[str] | None = None) -> None:
             "n": args.n,
             "seed": args.seed,
             "threads": torch.get_num_threads(),
+            "features": None if reference is None else reference.extractor.name,
+            "reference": None
+            if reference is None
+            else {"split": "test", "start": reference.start, "n": args.reference},
             "command": "python scripts/compare_solvers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "rows": rows,
         },

@@ -37,12 +37,9 @@ import torch
 import torch.nn.functional as F
 
 import runner
-from evaluation import FeatureExtractor, fid_from_features, kid_from_features, load_extractor
-from evaluation.pixel import psnr, ssim
-from evaluation.statistics import image_statistics
+from evaluation import load_extractor
 from imaging.grid import image_grid
-from imaging.io import quantize, save_image, write_json, write_text
-from imaging.shapes import ShapesDataset
+from imaging.io import save_image, write_json, write_text
 from operators import SuperResolution
 from runner.seeds import image_streams
 from solvers import PAG, sample
@@ -51,38 +48,11 @@ TASKS = ("box_inpaint", "sr4", "gaussian_deblur", "motion_deblur")
 REFERENCE_START = 100_000  # test split images the reference and data rows use: never restored by the report
 
 
-class Distribution:
-    """KID / FID against a fixed reference set of data images, on one extractor's features."""
-
-    def __init__(self, extractor: FeatureExtractor, n: int, seed: int):
-        self.extractor, self.seed = extractor, seed
-        reference = ShapesDataset("test", n=n, start=REFERENCE_START).tensor()
-        self.reference = extractor(quantize(reference))
-        self.data_stats = image_statistics(reference)
-
-    def __call__(self, images: torch.Tensor) -> dict:
-        """kid, kid_std, kid_subset_size, fid (vs the reference) and the image statistics of ``images``."""
-        features = self.extractor(quantize(images.detach().float().cpu()))
-        kid, kid_std, subset = kid_from_features(features, self.reference, seed=self.seed)
-        fid = fid_from_features(features, self.reference) if len(features) > 1 else None
-        return {"kid": kid, "kid_std": kid_std, "kid_subset_size": subset, "fid": fid, **image_statistics(images)}
-
-    def data_row(self, n: int) -> dict:
-        """The same metrics for ``n`` other data images: the floor a perfect sampler reaches with ``n`` images."""
-        return self(ShapesDataset("test", n=n, start=REFERENCE_START + len(self.reference)).tensor())
-
-
 def naive_inverse(operator, y: torch.Tensor, size: int) -> torch.Tensor:
     """The measurement taken at face value: the masked image, the blurred image, bicubic upsampling for SR."""
     if isinstance(operator, SuperResolution):
         return F.interpolate(y, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
     return y.clamp(-1, 1)
-
-
-def scores(x_hat: torch.Tensor, x: torch.Tensor) -> dict[str, list[float]]:
-    """PSNR / SSIM on [0, 1] of the 8-bit images (what a saved PNG gives)."""
-    a, b = (quantize(x_hat) + 1) / 2, (quantize(x) + 1) / 2
-    return {"psnr": psnr(a, b).tolist(), "ssim": ssim(a, b).tolist()}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -152,29 +122,18 @@ def variants(args, scales: list[float]) -> list[tuple[str, list[str]]]:
 
 
 def evaluate_task(
-    args, task: str, prior, scales: list[float], counter: PassCounter, distribution: Distribution | None
+    args, task: str, prior, scales: list[float], counter: PassCounter, distribution: runner.ShapesReference | None
 ) -> dict:
     base = task_overrides(args, task)
-    cfg = runner.compose(*base)
-    size = runner.prior_image_size(prior)
-    data = runner.build_dataset(cfg.data, size)
-    x = torch.stack([data.load(s) for s in data.samples])
-    indices = [s.index for s in data.samples]
-    streams = image_streams(args.seed, indices)
-    operator = runner.build_operator(cfg.task, size, streams.operator)
-    y = operator.measure(x, streams.noise)
-    rows = {"naive": scores(naive_inverse(operator, y, size), x)}
+    batch = runner.held_out_batch(runner.compose(*base), prior)
+    x, y, operator, size = batch.x, batch.y, batch.operator, runner.prior_image_size(prior)
+    rows = {"naive": runner.pixel_scores(naive_inverse(operator, y, size), x)}
     images = {"label": x, "naive": naive_inverse(operator, y, size)}
     for label, extra in variants(args, scales):
-        variant_cfg = runner.compose(*base, *extra)
-        settings = runner.resolve_settings(variant_cfg)
-        solver = runner.build_solver(settings, variant_cfg.solver, prior, operator, progress=args.progress)
         counter.reset()
-        start = time.time()
-        x_hat = solver.restore(y, image_streams(args.seed, indices).sampler)
-        seconds = time.time() - start
+        x_hat, seconds, settings = runner.restore_batch(runner.compose(*base, *extra), prior, batch, args.progress)
         n = len(x)
-        rows[label] = scores(x_hat, x) | {
+        rows[label] = runner.pixel_scores(x_hat, x) | {
             "seconds": seconds,
             "seconds_per_image": seconds / n,
             # one network call runs the whole batch: per image = per call
@@ -235,7 +194,7 @@ def restoration_stats_table(results: dict[str, dict], data: dict[str, float]) ->
     return "\n".join(lines)
 
 
-def unconditional(args, prior, distribution: Distribution | None) -> tuple[dict, list[torch.Tensor], dict]:
+def unconditional(args, prior, distribution: runner.ShapesReference | None) -> tuple[dict, list[torch.Tensor], dict]:
     """``--unconditional`` samples per scale of ``--sample-scales`` (the same seeds at every scale): distribution
     rows, the first ``--samples`` of each scale for the picture, and the settings used."""
     settings = runner.resolve_settings(runner.compose(f"prior={args.prior}", "pag.enabled=true", *args.override))
@@ -346,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     args.sample_scales = args.sample_scales or ",".join(str(x) for x in [0.0, *scales])
     distribution = None
     if args.features != "none":
-        distribution = Distribution(load_extractor(args.features), args.reference, args.seed)
+        distribution = runner.ShapesReference(load_extractor(args.features), args.reference, args.seed, REFERENCE_START)
 
     counter = PassCounter(prior)
     results = {}
