@@ -104,7 +104,8 @@ def merged_fid(weights: str | os.PathLike | None = None, model: torch.nn.Module 
             return Stat(reason=f"merged shards: {metric.upper()} not computed with a given FID model")
         if result.value is None:
             return Stat(reason=f"merged shards: {result.reason}")
-        return Stat(result.value, None, len(done))
+        std = result.details.get("std")  # KID's std over subsets
+        return Stat(result.value, None if std is None else float(std), len(done))
 
     return lambda cell, metric: summary_set_metric(cell, metric, recompute)
 
@@ -161,7 +162,8 @@ def write_report(
         lines.append(f"No jobs found under {root} (no task folder with summary.json or experiment.json).")
     lines += [
         f"{len(report.jobs)} job folders, {len(report.cells)} cells (method x task; shards merged). "
-        "Cells: mean ± std over the images that finished; **bold**: best of the column among complete cells; "
+        "Cells: mean ± std over the images that finished (KID: ± its std over subsets); "
+        "**bold**: best of the column among complete cells; "
         f"{INCOMPLETE}: images without a result yet; {FAILED}: images that failed (excluded from the means). "
         "[Gallery](gallery/index.html).",
         "",

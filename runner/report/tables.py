@@ -2,10 +2,10 @@
 
 Per-image metrics (PSNR, SSIM, LPIPS, any other numeric column of ``metrics.csv``) are mean +- std (population
 std, as ``summary.json``) over the images that finished (status ``done``) in all of a cell's shards. Set metrics
-(FID, KID, any summary entry with a ``value``) are taken from a one-folder cell's ``summary.json``; for a cell
-merged from several folders FID is recomputed over the merged files (never averaged per shard), other set metrics
-are reported unavailable. The best value of each column is marked among *complete* cells (every image finished,
-none failed); incomplete cells are flagged and listed.
+(FID, KID, any summary entry with a ``value``) are taken from a one-folder cell's ``summary.json``, KID with its std
+over subsets; for a cell merged from several folders FID and KID are recomputed over the merged files (never
+averaged per shard), other set metrics are reported unavailable. The best value of each column is marked among
+*complete* cells (every image finished, none failed); incomplete cells are flagged and listed.
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def summary_set_metric(cell: Cell, metric: str, recompute: Callable[[Cell, str],
         entry = cell.jobs[0].set_metrics.get(metric) or {}
         if entry.get("value") is None:
             return Stat(reason=str(entry.get("unavailable") or "not in summary.json"))
-        return Stat(float(entry["value"]), None, cell.done)
+        std = entry.get("std")  # KID: its std over subsets (how much the estimate moves with the images drawn)
+        return Stat(float(entry["value"]), None if std is None else float(std), cell.done)
     if cell.remaining != 0:
         return Stat(reason=f"{metric.upper()} over the merged shards needs every image: some have no result yet")
     if metric in ("fid", "kid") and recompute is not None:

@@ -240,3 +240,18 @@ def test_labels_of_table_driven_pag():
     assert method_label(method, [], [1.0, 1.0]) == "PSLD + PAG (table s=1)"
     assert method_label(method, ["seed"], [1.0, 3.0]) == "PSLD + PAG (table s) [seed=1]"
     assert method_label((("pag", "off"), ("solver", "dps")), []) == "DPS"
+
+
+def test_one_folder_kid_keeps_its_std_over_subsets():
+    from types import SimpleNamespace
+
+    from runner.report import Stat
+    from runner.report.tables import summary_set_metric
+
+    job = SimpleNamespace(set_metrics={"kid": {"value": 0.125, "std": 0.485}, "fid": {"value": 32.0}})
+    cell = SimpleNamespace(jobs=[job], done=8)
+    kid, fid = summary_set_metric(cell, "kid"), summary_set_metric(cell, "fid")
+    assert (kid.mean, kid.std, kid.count) == (0.125, 0.485, 8)
+    assert kid.text("kid") == "0.1250 ± 0.4850"  # the noise of an 8-image KID is in the cell
+    assert fid.std is None and fid.text("fid") == "32.00"
+    assert Stat(0.1).text("kid") == "0.1000"
