@@ -8,6 +8,7 @@ without PAG as a picture. Writes a markdown table, a JSON file and PNGs.
     python scripts/tiny_prior_report.py --prior tiny_adm --split train --start 500000 ...   # tuning images
     python scripts/tiny_prior_report.py --solvers dps,diffpir --x0-from unguided,guided ...  # solvers side by side
     python scripts/tiny_prior_report.py --prior tiny_adm --scales 1 --intervals 0:500 ...   # + PAG for t in [0, 500]
+    python scripts/tiny_prior_report.py --prior tiny_adm --scales table ...   # PAG as the step-size table sets it
     python scripts/tiny_prior_report.py --prior tiny_sd --tasks "" --unconditional 128 --sample-scales 0,1,2,3,4 \
         --sample-steps 50 --out docs/results/tiny_sd_kid          # distribution metrics of unconditional samples
 
@@ -99,9 +100,22 @@ def parse_intervals(text: str) -> list[tuple[float, float]]:
     return [tuple(float(v) for v in part.split(":")) for part in text.split(",") if part]
 
 
-def variants(args, scales: list[float]) -> list[tuple[str, list[str]]]:
+def pag_overrides(scale: float | str) -> tuple[str, list[str]]:
+    """(label part, overrides) of one ``--scales`` entry: a number, or ``table`` (the step-size table's scale and
+    step sizes for each task: ``pag.enabled=true``)."""
+    if scale == "table":
+        return "PAG (table)", ["pag.enabled=true"]
+    return f"PAG s={scale:g}", [f"pag.scale={scale}"]
+
+
+def parse_scales(text: str) -> list[float | str]:
+    """``"1,2,table"`` -> [1.0, 2.0, "table"]."""
+    return [s if s == "table" else float(s) for s in text.split(",") if s]
+
+
+def variants(args, scales: list[float | str]) -> list[tuple[str, list[str]]]:
     """(row label, extra overrides) for every solver x (no PAG, PAG at each scale x each x0_from, PAG at each scale
-    limited to each of ``--intervals``)."""
+    limited to each of ``--intervals``); a scale ``table`` is the step-size table's per-task PAG setting."""
     solvers = solver_names(args) or [None]
     x0_choices = [c for c in args.x0_from.split(",") if c] or ["unguided"]
     out = []
@@ -110,19 +124,20 @@ def variants(args, scales: list[float]) -> list[tuple[str, list[str]]]:
         prefix = f"{solver} " if len(solvers) > 1 else ""
         out.append((f"{prefix}no PAG", head))
         for scale in scales:
+            name, pag = pag_overrides(scale)
             for x0_from in x0_choices:
                 tail = f" (x0 {x0_from})" if len(x0_choices) > 1 else ""
-                extra = [f"pag.scale={scale}", f"pag.x0_from={x0_from}"]
-                out.append((f"{prefix}PAG s={scale:g}{tail}", head + extra))
+                out.append((f"{prefix}{name}{tail}", head + pag + [f"pag.x0_from={x0_from}"]))
         for scale in scales:
+            name, pag = pag_overrides(scale)
             for low, high in parse_intervals(getattr(args, "intervals", "")):
-                extra = [f"pag.scale={scale}", f"pag.interval=[{low:g},{high:g}]"]
-                out.append((f"{prefix}PAG s={scale:g} t in [{low:g}, {high:g}]", head + extra))
+                extra = [*pag, f"pag.interval=[{low:g},{high:g}]"]
+                out.append((f"{prefix}{name} t in [{low:g}, {high:g}]", head + extra))
     return out
 
 
 def evaluate_task(
-    args, task: str, prior, scales: list[float], counter: PassCounter, distribution: runner.ShapesReference | None
+    args, task: str, prior, scales: list[float | str], counter: PassCounter, distribution: runner.ShapesReference | None
 ) -> dict:
     base = task_overrides(args, task)
     batch = runner.held_out_batch(runner.compose(*base), prior)
@@ -275,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prior", default="tiny_adm", choices=["tiny_adm", "tiny_sd"])
     parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--scales", default="1,2,4", help="PAG scales besides 0")
+    parser.add_argument("--scales", default="1,2,4", help="PAG scales besides 0; 'table': the table's per task")
     parser.add_argument("--intervals", default="", help="PAG intervals t_lo:t_hi,... (rows for each scale)")
     parser.add_argument("--n", type=int, default=16, help="images per task")
     parser.add_argument("--split", default="test")
@@ -298,11 +313,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    scales = [float(s) for s in args.scales.split(",") if s]
+    scales = parse_scales(args.scales)
     cfg = runner.compose(*[f"solver={name}" for name in solver_names(args)[:1]], f"prior={args.prior}", *args.override)
     prior = runner.build_prior(cfg.prior, torch.device("cpu"), torch.float32)
 
-    args.sample_scales = args.sample_scales or ",".join(str(x) for x in [0.0, *scales])
+    args.sample_scales = args.sample_scales or ",".join(str(x) for x in [0.0, *scales] if x != "table")
     distribution = None
     if args.features != "none":
         distribution = runner.ShapesReference(load_extractor(args.features), args.reference, args.seed, REFERENCE_START)

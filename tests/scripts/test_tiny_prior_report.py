@@ -52,3 +52,12 @@ def test_pass_counter_and_cost_table():
     lines = report.cost_table(results).splitlines()
     assert lines[2] == "| dps | 6.00 | 250 | 250 | 1.00 |"
     assert lines[3] == "| diffpir | 1.50 | 100 | 0 | 0.25 |"
+
+
+def test_table_scale_row_uses_the_step_size_table():
+    report = _report()
+    assert report.parse_scales("1,table") == [1.0, "table"]
+    args = argparse.Namespace(solvers="", x0_from="unguided", intervals="0:500")
+    rows = dict(report.variants(args, ["table"]))
+    assert rows["PAG (table)"] == ["pag.enabled=true", "pag.x0_from=unguided"]
+    assert rows["PAG (table) t in [0, 500]"] == ["pag.enabled=true", "pag.interval=[0,500]"]
