@@ -28,7 +28,7 @@ def files_under(root: Path) -> list[Path]:
 
 
 def test_own_photos_with_the_default_prior_use_its_row_and_warn(run_tiny, tmp_path, steps_table, caplog):
-    """data=folder with the tiny prior and PAG: the shapes row (layer input_blocks.4.1, not FFHQ's input_blocks.9.1),
+    """data=folder with the tiny prior and PAG: the shapes row (layer output_blocks.4.1, not FFHQ's input_blocks.9.1),
     and one warning naming the 256 px photos and the 32 px prior."""
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -39,7 +39,7 @@ def test_own_photos_with_the_default_prior_use_its_row_and_warn(run_tiny, tmp_pa
         _, summary = run_tiny("data=folder", f"data.path={photos}", "pag.enabled=true", "solver.num_steps=2")
     settings = summary["settings"]
     assert settings["dataset"] == "shapes" and settings["sources"]["dataset"] == "prior.domain"
-    assert settings["pag"]["layers"] == shapes["pag_layers"] == ["input_blocks.4.1"]
+    assert settings["pag"]["layers"] == shapes["pag_layers"] == ["output_blocks.4.1"]
     assert settings["pag"]["scale"] == shapes["tasks"]["box_inpaint"]["pag_scale"]
     assert settings["zeta"] == shapes["tasks"]["box_inpaint"]["zeta_pag"]
     assert summary["counts"]["done"] == 1
@@ -275,7 +275,7 @@ def test_dry_run_shows_each_value_and_its_source_and_creates_nothing(tiny_checkp
     text = result.stdout
     assert re.search(r"solver\.zeta +0\.5 +<- solver\.zeta", text)
     assert re.search(r"solver\.num_steps +250 +<- steps\.dps\.shapes\.num_steps", text)
-    assert re.search(r"pag\.layers +input_blocks\.4\.1 +<- steps\.dps\.shapes\.pag_layers", text)
+    assert re.search(r"pag\.layers +output_blocks\.4\.1 +<- steps\.dps\.shapes\.pag_layers", text)
     assert re.search(r"step-size row +shapes +<- prior\.domain", text)
     assert files_under(results) == [] and files_under(tmp_path) == []
 

@@ -98,10 +98,10 @@ def test_every_task_end_to_end(run_tiny, steps_table, task):
 def test_pag_run_and_the_measurement_files(run_tiny, steps_table):
     cfg, summary = run_tiny("task=box_inpaint", "pag.enabled=true", "data.limit=1")
     task_dir = Path(cfg.out_dir) / "box_inpaint"
-    assert re.fullmatch(r"demo_tiny_adm_dps_3steps_pag1_seed0_[0-9a-f]{8}", cfg.name)
+    assert re.fullmatch(r"demo_tiny_adm_dps_3steps_pag2_seed0_[0-9a-f]{8}", cfg.name)
     row = steps_table["dps"]["shapes"]
-    assert summary["settings"]["pag"]["layers"] == row["pag_layers"] == ["input_blocks.4.1"]
-    assert summary["settings"]["pag"]["scale"] == row["tasks"]["box_inpaint"]["pag_scale"] == 1.0
+    assert summary["settings"]["pag"]["layers"] == row["pag_layers"] == ["output_blocks.4.1"]
+    assert summary["settings"]["pag"]["scale"] == row["tasks"]["box_inpaint"]["pag_scale"] == 2.0
     # the saved input is the masked, noisy image y = m * x + n, n ~ N(0, 0.05^2) (6.4 levels in 8 bits): the mask
     # is the one image 0's operator seed draws, a 16 x 16 hole at 32 px
     operator = build_operator(cfg.task, 32, image_streams(0, [0]).operator)
