@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display, no GUI toolkit
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
 
 from .tables import HIGHER_IS_BETTER, Table, _title
 
@@ -23,14 +24,30 @@ def _save(fig, out: Path, stem: str) -> list[Path]:
 
 
 def _series(table: Table) -> dict[str, list[tuple]]:
-    """Methods grouped into lines across PAG scales: same solver and settings, PAG off or on at some scale."""
+    """Methods grouped into lines across PAG scales: same solver and settings, PAG off or on at some scale. PAG
+    settings that vary between methods (e.g. the layer) split the lines; the PAG-off method starts each of them."""
     lines: dict[str, list[tuple]] = {}
+    bases: dict[str, dict] = {}
     for method in table.methods:
-        items = {k: v for k, v in method if k not in ("pag", "pag.layers", "pag.adaptive_scale", "pag.x0_from")}
+        if dict(method)["pag"] == "off":
+            continue
+        items = {k: v for k, v in method if k != "pag" and (not k.startswith("pag.") or _varies(table, k))}
         label = table.labels[method].split(" + PAG")[0].split(" [")[0]
         extras = [f"{k}={v}" for k, v in sorted(items.items()) if k != "solver" and _varies(table, k)]
         name = label + (f" [{', '.join(extras)}]" if extras else "")
         lines.setdefault(name, []).append(method)
+        bases[name] = {k: v for k, v in items.items() if not k.startswith("pag.")}
+    for method in table.methods:
+        if dict(method)["pag"] != "off":
+            continue
+        items = {k: v for k, v in method if k != "pag" and not k.startswith("pag.")}
+        joined = [name for name, base in bases.items() if base == items]
+        if not joined:  # no PAG run with these settings: a line of its own
+            label = table.labels[method].split(" [")[0]
+            extras = [f"{k}={v}" for k, v in sorted(items.items()) if k != "solver" and _varies(table, k)]
+            joined = [label + (f" [{', '.join(extras)}]" if extras else "")]
+        for name in joined:
+            lines.setdefault(name, []).insert(0, method)
     return lines
 
 
@@ -45,8 +62,10 @@ def metric_vs_pag(table: Table, out: Path) -> list[Path]:
         fig, axes = plt.subplots(
             1, len(table.tasks), figsize=(3.2 * len(table.tasks), 3.0), squeeze=False, layout="constrained"
         )
+        series = _series(table)
+        colors = {name: f"C{i % 10}" for i, name in enumerate(series)}  # one colour per line in every panel
         for ax, task in zip(axes[0], table.tasks):
-            for name, methods in _series(table).items():
+            for name, methods in series.items():
                 points = []
                 for method in methods:
                     cell, stats = table.cells.get((method, task)), table.stats.get((method, task))
@@ -55,14 +74,16 @@ def metric_vs_pag(table: Table, out: Path) -> list[Path]:
                 if points:
                     points.sort()
                     xs, ys, es = zip(*points)
-                    ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=name)
+                    ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=name, color=colors[name])
             arrow = {True: " (higher better)", False: " (lower better)"}.get(HIGHER_IS_BETTER.get(metric), "")
             ax.set_title(task, fontsize=9)
             ax.set_xlabel("PAG scale s")
             if ax is axes[0][0]:
                 ax.set_ylabel(_title(metric) + arrow, fontsize=8)
             ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=7)
+        # every line in the legend, also those missing from the first panel
+        handles = [Line2D([], [], color=colors[name], marker="o", label=name) for name in series]
+        axes[0][0].legend(handles=handles, fontsize=7)
         fig.suptitle(f"{_title(metric)} vs PAG scale — {table.name}", fontsize=10)
         paths += _save(fig, out, f"{table.name}_{metric}_vs_pag")
     return paths

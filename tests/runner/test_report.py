@@ -255,3 +255,20 @@ def test_one_folder_kid_keeps_its_std_over_subsets():
     assert kid.text("kid") == "0.1250 ± 0.4850"  # the noise of an 8-image KID is in the cell
     assert fid.std is None and fid.text("fid") == "32.00"
     assert Stat(0.1).text("kid") == "0.1000"
+
+
+def test_plot_lines_split_by_pag_layer_and_start_at_pag_off():
+    from types import SimpleNamespace
+
+    from runner.report.plots import _series
+
+    off = (("pag", "off"), ("solver", "dps"))
+    a1 = (("pag", 1.0), ("pag.layers", "output_blocks.4.1"), ("solver", "dps"))
+    a2 = (("pag", 2.0), ("pag.layers", "output_blocks.4.1"), ("solver", "dps"))
+    b1 = (("pag", 1.0), ("pag.layers", "input_blocks.5.1"), ("solver", "dps"))
+    labels = {off: "DPS", a1: "DPS + PAG (s=1) [x]", a2: "DPS + PAG (s=2) [x]", b1: "DPS + PAG (s=1) [y]"}
+    lines = _series(SimpleNamespace(methods=[off, a1, b1, a2], labels=labels))
+    assert lines == {
+        "DPS [pag.layers=output_blocks.4.1]": [off, a1, a2],
+        "DPS [pag.layers=input_blocks.5.1]": [off, b1],
+    }
