@@ -15,10 +15,13 @@ from runner import read_metrics_csv
 @pytest.mark.parametrize("task", ["box_inpaint", "sr4"])
 def test_psld_end_to_end(run_fast, tiny_sd_folder, steps_table, task):
     cfg, summary = run_fast("prior=tiny_sd", f"prior.source={tiny_sd_folder}", f"task={task}", "pag.enabled=true")
-    assert cfg.solver.name == "psld" and re.fullmatch(r"demo_tiny_sd_psld_3steps_pag4_seed0_[0-9a-f]{8}", cfg.name)
     settings = summary["settings"]
-    # ours, not the paper's: the shapes row of the PSLD table
+    # ours, not the paper's: the shapes row of the PSLD table (its PAG scale is per task, in the folder name)
     row = steps_table["psld"]["shapes"]
+    scale = row["tasks"][task]["pag_scale"]
+    assert cfg.solver.name == "psld"
+    assert re.fullmatch(rf"demo_tiny_sd_psld_3steps_pag{scale:g}_seed0_[0-9a-f]{{8}}", cfg.name)
+    assert settings["pag"]["scale"] == scale
     assert (settings["omega"], settings["gamma"]) == (row["tasks"][task]["omega_pag"], row["tasks"][task]["gamma_pag"])
     assert settings["pag"]["layers"] == row["pag_layers"] == ["input_blocks.1.1.transformer_blocks.0.attn1"]
     folder = Path(cfg.out_dir) / task
