@@ -17,8 +17,11 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from evaluation import fid_from_features, kid_from_features
 from evaluation.pixel import psnr, ssim
+from evaluation.statistics import image_statistics
 from imaging.io import quantize
+from imaging.shapes import ShapesDataset
 from operators import Operator
 
 from .build import build_operator, build_solver, prior_image_size
@@ -71,14 +74,15 @@ def pixel_scores(x_hat: Tensor, x: Tensor) -> dict[str, list[float]]:
     return {"psnr": psnr(a, b).tolist(), "ssim": ssim(a, b).tolist()}
 
 
+#: first test-split index of the reference images: the measurement scripts restore images below it, never these
+REFERENCE_START = 100_000
+
+
 class ShapesReference:
     """KID / FID of image sets against a fixed reference set of shapes *test* images (indices from ``start``, never
     restored by the measurement scripts), on one feature extractor; plus the sets' sharpness / contrast statistics."""
 
-    def __init__(self, extractor, n: int, seed: int, start: int = 100_000):
-        from evaluation.statistics import image_statistics
-        from imaging.shapes import ShapesDataset
-
+    def __init__(self, extractor, n: int, seed: int, start: int = REFERENCE_START):
         self.extractor, self.seed, self.start = extractor, seed, start
         reference = ShapesDataset("test", n=n, start=start).tensor()
         self.reference = extractor(quantize(reference))
@@ -86,9 +90,6 @@ class ShapesReference:
 
     def __call__(self, images: Tensor) -> dict:
         """kid, kid_std, kid_subset_size, fid (vs the reference) and the image statistics of ``images``."""
-        from evaluation import fid_from_features, kid_from_features
-        from evaluation.statistics import image_statistics
-
         features = self.extractor(quantize(images.detach().float().cpu()))
         kid, kid_std, subset = kid_from_features(features, self.reference, seed=self.seed)
         fid = fid_from_features(features, self.reference) if len(features) > 1 else None
@@ -96,6 +97,4 @@ class ShapesReference:
 
     def data_row(self, n: int) -> dict:
         """The same metrics for ``n`` other data images: the floor a perfect sampler reaches with ``n`` images."""
-        from imaging.shapes import ShapesDataset
-
         return self(ShapesDataset("test", n=n, start=self.start + len(self.reference)).tensor())

@@ -46,7 +46,6 @@ from runner.seeds import image_streams
 from solvers import PAG, sample
 
 TASKS = ("box_inpaint", "sr4", "gaussian_deblur", "motion_deblur")
-REFERENCE_START = 100_000  # test split images the reference and data rows use: never restored by the report
 
 
 def naive_inverse(operator, y: torch.Tensor, size: int) -> torch.Tensor:
@@ -320,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     args.sample_scales = args.sample_scales or ",".join(str(x) for x in [0.0, *scales] if x != "table")
     distribution = None
     if args.features != "none":
-        distribution = runner.ShapesReference(load_extractor(args.features), args.reference, args.seed, REFERENCE_START)
+        distribution = runner.ShapesReference(load_extractor(args.features), args.reference, args.seed)
 
     counter = PassCounter(prior)
     results = {}
@@ -345,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         sections += [table(results), cost_table(results)]
     if distribution is not None:
         report["features"] = distribution.extractor.name
-        report["reference"] = {"split": "test", "start": REFERENCE_START, "n": args.reference}
+        report["reference"] = {"split": "test", "start": distribution.start, "n": args.reference}
         report["data_statistics"] = distribution.data_stats
         if results:
             sections.append(restoration_kid_table(results))
