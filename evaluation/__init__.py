@@ -11,7 +11,7 @@ A metric whose weights are missing is reported as unavailable with the reason (`
 from .features import EXTRACTORS, FeatureExtractor, load_extractor
 from .fid import INCEPTION, feature_statistics, fid_from_features, frechet_distance, inception_features, load_inception
 from .folder import evaluate_folder, run_features, run_recon, run_size
-from .kid import kid_from_features
+from .kid import kid_difference_from_features, kid_from_features
 from .lpips import BACKBONES, build_lpips, load_backbone_, load_lpips, lpips_distance
 from .pixel import psnr, ssim
 from .result import MetricResult, MetricUnavailable
@@ -41,6 +41,7 @@ __all__ = [
     "frechet_distance",
     "hub_checkpoint",
     "inception_features",
+    "kid_difference_from_features",
     "kid_from_features",
     "load_backbone_",
     "load_extractor",

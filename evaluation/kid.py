@@ -3,7 +3,9 @@ k(a, b) = (a.b / D + 1)^3, averaged over random subsets; torch-fidelity's implem
 
 Unlike FID, KID's estimator is unbiased, so it is meaningful for small sets (a few hundred images) and comparable
 between sets of different sizes. The std over subsets says how much the estimate moves with the images drawn: a
-difference between two KIDs smaller than it is not a difference. Subsets are drawn from an explicit seed.
+difference between two KIDs smaller than it is not a difference, unless the two sets are paired (restorations of the
+same measurements): ``kid_difference_from_features`` draws the same subsets for both and gives the std of the
+difference itself, which no library provides. Subsets are drawn from an explicit seed.
 """
 
 from __future__ import annotations
@@ -56,3 +58,52 @@ def kid_from_features(
         verbose=False,
     )
     return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD]), size
+
+
+def _mmd2_unbiased(k_xx: np.ndarray, k_yy: np.ndarray, k_xy: np.ndarray) -> float:
+    """Unbiased MMD^2 (Gretton et al. 2012, eq. 3, m = n) from the three kernel matrices of one subset."""
+    m = len(k_xx)
+    off = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+    return float(off - 2 * k_xy.mean())
+
+
+def kid_difference_from_features(
+    features_a: np.ndarray,
+    features_b: np.ndarray,
+    reference: np.ndarray,
+    *,
+    subsets: int = KID_SUBSETS,
+    subset_size: int | None = None,
+    seed: int = 0,
+) -> tuple[float, float, int]:
+    """KID(a) - KID(b) against one ``reference`` for *paired* sets: row i of ``features_a`` and of ``features_b``
+    come from the same image (e.g. one measurement restored with and without PAG). Every subset takes the same
+    images from both sets and the same reference images, so what the two KIDs share -- which images and reference
+    images were drawn -- cancels, and the std over subsets is the std of the difference itself: a difference larger
+    than it holds across the images drawn, even where each KID's own std (``kid_from_features``) is larger.
+
+    Returns (mean difference, its std over ``subsets``, subset size); the kernel and the estimator are KID's (cubic
+    polynomial, unbiased MMD^2), so with one subset of everything the difference is exactly KID(a) - KID(b)."""
+    a, b, r = (np.asarray(f, dtype=np.float64) for f in (features_a, features_b, reference))
+    if a.shape != b.shape:
+        raise ValueError(f"paired feature sets must have the same shape, got {a.shape} and {b.shape}")
+    if a.ndim != 2 or r.ndim != 2 or min(len(a), len(r)) < 2:
+        raise MetricUnavailable(f"KID needs at least 2 images per set, got {len(a)} and {len(r)}")
+    if a.shape[1] != r.shape[1]:
+        raise ValueError(f"feature dimensions differ: {a.shape[1]} vs {r.shape[1]}")
+    size = kid_subset_size(min(len(a), len(r)), subset_size)
+    rng = np.random.default_rng(seed)
+    d = a.shape[1]
+
+    def kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return (x @ y.T / d + 1) ** 3
+
+    differences = []
+    for _ in range(subsets):
+        i = rng.choice(len(a), size, replace=False)
+        j = rng.choice(len(r), size, replace=False)
+        k_rr = kernel(r[j], r[j])  # the reference term is shared: it cancels, but keeps each MMD^2 whole
+        mmd_a = _mmd2_unbiased(kernel(a[i], a[i]), k_rr, kernel(a[i], r[j]))
+        mmd_b = _mmd2_unbiased(kernel(b[i], b[i]), k_rr, kernel(b[i], r[j]))
+        differences.append(mmd_a - mmd_b)
+    return float(np.mean(differences)), float(np.std(differences)), size

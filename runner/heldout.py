@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from evaluation import fid_from_features, kid_from_features
+from evaluation import fid_from_features, kid_difference_from_features, kid_from_features
 from evaluation.pixel import psnr, ssim
 from evaluation.statistics import image_statistics
 from imaging.io import quantize
@@ -94,6 +94,13 @@ class ShapesReference:
         kid, kid_std, subset = kid_from_features(features, self.reference, seed=self.seed)
         fid = fid_from_features(features, self.reference) if len(features) > 1 else None
         return {"kid": kid, "kid_std": kid_std, "kid_subset_size": subset, "fid": fid, **image_statistics(images)}
+
+    def kid_difference(self, images: Tensor, baseline: Tensor) -> dict:
+        """KID(images) - KID(baseline) on paired subsets (row i of both restores the same measurement): the mean
+        and its std over subsets, which is what says whether a difference between two rows holds."""
+        a, b = (self.extractor(quantize(t.detach().float().cpu())) for t in (images, baseline))
+        mean, std, subset = kid_difference_from_features(a, b, self.reference, seed=self.seed)
+        return {"kid_difference": mean, "kid_difference_std": std, "kid_subset_size": subset}
 
     def data_row(self, n: int) -> dict:
         """The same metrics for ``n`` other data images: the floor a perfect sampler reaches with ``n`` images."""

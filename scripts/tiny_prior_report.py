@@ -16,7 +16,9 @@ Distribution metrics (``--features``, default the shapes network): KID (with its
 each set of images -- restorations of every row, unconditional samples at each PAG scale -- against
 ``--reference`` images of the test split (indices from 100 000, disjoint from the restored ones), next to the
 same metrics of as many other *data* images (the floor: what a perfect sampler gets), and the sets' sharpness /
-contrast / clipped-pixel statistics (``evaluation.statistics``) next to the data's.
+contrast / clipped-pixel statistics (``evaluation.statistics``) next to the data's. Every PAG row's restorations are
+also compared with its no-PAG row's on paired subsets (the same images in both, ``kid_difference_from_features``):
+the KID difference ± its own std, which says whether PAG's effect holds across the images drawn.
 
 Everything runs through the same code as ``scripts/restore.py`` (configs, step-size table, operators, per-image
 seed streams), with all images of a task in one batch (results do not depend on the batch: one generator per image).
@@ -160,7 +162,22 @@ def evaluate_task(
     if distribution is not None:
         for label, image_set in images.items():
             rows.setdefault(label, {})["distribution"] = distribution(image_set)
+        for label, baseline in paired_baselines(list(images)).items():
+            rows[label]["kid_vs_baseline"] = {"baseline": baseline} | distribution.kid_difference(
+                images[label], images[baseline]
+            )
     return {"rows": rows, "images": images}
+
+
+def paired_baselines(labels: list[str]) -> dict[str, str]:
+    """Each PAG row's baseline: the last ``no PAG`` row before it (its solver's own, with ``--solvers``)."""
+    out, baseline = {}, None
+    for label in labels:
+        if label.endswith("no PAG"):
+            baseline = label
+        elif baseline is not None and label not in ("label", "naive"):
+            out[label] = baseline
+    return out
 
 
 def kid_cell(r: dict) -> str:
@@ -190,6 +207,23 @@ def restoration_kid_table(results: dict[str, dict]) -> str:
     for label in labels:
         cells = [kid_cell(results[task]["rows"][label]["distribution"]) for task in results]
         lines.append(f"| {'ground truth' if label == 'label' else label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def restoration_kid_difference_table(results: dict[str, dict]) -> str:
+    """KID(row) - KID(its no-PAG row) on paired subsets, ± the std of that difference: the PAG effect and whether
+    it holds across the images drawn (each KID's own std, above, also moves with the images both rows share)."""
+    first = next(iter(results.values()))["rows"]
+    labels = [label for label, r in first.items() if "kid_vs_baseline" in r]
+    if not labels:
+        return ""
+    lines = ["| KID difference ± std (paired) | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+    for label in labels:
+        cells = []
+        for task in results:
+            d = results[task]["rows"][label]["kid_vs_baseline"]
+            cells.append(f"{d['kid_difference']:+.3f} ± {d['kid_difference_std']:.3f}")
+        lines.append(f"| {label} − {first[label]['kid_vs_baseline']['baseline']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -348,6 +382,8 @@ def main(argv: list[str] | None = None) -> None:
         report["data_statistics"] = distribution.data_stats
         if results:
             sections.append(restoration_kid_table(results))
+            if difference := restoration_kid_difference_table(results):
+                sections.append(difference)
             sections.append(restoration_stats_table(results, distribution.data_stats))
     if args.samples or args.unconditional:
         rows, pictures, info = unconditional(args, prior, distribution)

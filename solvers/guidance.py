@@ -189,4 +189,3 @@ class NoisePredictor:
             var_values=out.var_values,
             eps_perturbed=eps_perturbed,
         )
-

@@ -61,3 +61,26 @@ def test_table_scale_row_uses_the_step_size_table():
     rows = dict(report.variants(args, ["table"]))
     assert rows["PAG (table)"] == ["pag.enabled=true", "pag.x0_from=unguided"]
     assert rows["PAG (table) t in [0, 500]"] == ["pag.enabled=true", "pag.interval=[0,500]"]
+
+
+def test_each_pag_row_is_paired_with_its_own_solvers_no_pag_row():
+    report = _report()
+    labels = ["label", "naive", "dps no PAG", "dps PAG s=1", "diffpir no PAG", "diffpir PAG s=1 (x0 guided)"]
+    assert report.paired_baselines(labels) == {
+        "dps PAG s=1": "dps no PAG",
+        "diffpir PAG s=1 (x0 guided)": "diffpir no PAG",
+    }
+    results = {
+        task: {
+            "rows": {
+                "no PAG": {},
+                "PAG (table)": {
+                    "kid_vs_baseline": {"baseline": "no PAG", "kid_difference": d, "kid_difference_std": 0.01}
+                },
+            }
+        }
+        for task, d in (("box_inpaint", -0.0625), ("sr4", 0.125))
+    }
+    lines = report.restoration_kid_difference_table(results).splitlines()
+    assert lines[0] == "| KID difference ± std (paired) | box_inpaint | sr4 |"
+    assert lines[2] == "| PAG (table) − no PAG | -0.062 ± 0.010 | +0.125 ± 0.010 |"
