@@ -188,15 +188,21 @@ def stats_cells(r: dict) -> str:
     return f"{r['sharpness']:.4f} | {r['contrast']:.3f} | {100 * r['clipped']:.2f}"
 
 
+def difference_cell(r: dict) -> str:
+    d = r.get("kid_vs_baseline")
+    return "" if d is None else f"{d['kid_difference']:+.3f} ± {d['kid_difference_std']:.3f}"
+
+
 def distribution_table(rows: dict[str, dict], n: int) -> str:
-    """Rows: label -> Distribution row; one column per metric."""
+    """Rows: label -> Distribution row; one column per metric; KID minus the first row's on paired subsets (the
+    same seeds) where the row has it."""
     lines = [
-        f"| {n} images | KID ± std | FID | sharpness | contrast | clipped % |",
-        "|---|---|---|---|---|---|",
+        f"| {n} images | KID ± std | KID − first row ± std (paired) | FID | sharpness | contrast | clipped % |",
+        "|---|---|---|---|---|---|---|",
     ]
     for label, r in rows.items():
         fid = "n/a" if r["fid"] is None else f"{r['fid']:.2f}"
-        lines.append(f"| {label} | {kid_cell(r)} | {fid} | {stats_cells(r)} |")
+        lines.append(f"| {label} | {kid_cell(r)} | {difference_cell(r)} | {fid} | {stats_cells(r)} |")
     return "\n".join(lines)
 
 
@@ -219,10 +225,7 @@ def restoration_kid_difference_table(results: dict[str, dict]) -> str:
         return ""
     lines = ["| KID difference ± std (paired) | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
     for label in labels:
-        cells = []
-        for task in results:
-            d = results[task]["rows"][label]["kid_vs_baseline"]
-            cells.append(f"{d['kid_difference']:+.3f} ± {d['kid_difference_std']:.3f}")
+        cells = [difference_cell(results[task]["rows"][label]) for task in results]
         lines.append(f"| {label} − {first[label]['kid_vs_baseline']['baseline']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -250,7 +253,7 @@ def unconditional(args, prior, distribution: runner.ShapesReference | None) -> t
     steps = args.sample_steps or settings.num_steps
     n = max(args.unconditional, args.samples)
     scales = [float(x) for x in args.sample_scales.split(",") if x]
-    rows, pictures = {}, []
+    rows, pictures, first = {}, [], None
     for scale in scales:
         pag = PAG(scale, layers) if scale > 0 else None
         gens = image_streams(args.seed, range(n)).sampler
@@ -280,6 +283,12 @@ def unconditional(args, prior, distribution: runner.ShapesReference | None) -> t
             rows[label] = distribution(images[: args.unconditional]) | {"seconds": time.time() - start}
             r = rows[label]
             print(f"  samples {label:10s} KID {kid_cell(r)} FID {r['fid']:.2f} ({time.time() - start:.0f} s)")
+            if first is None:
+                first = (label, images[: args.unconditional])
+            else:  # sample i of every scale starts from the same seed: paired with the first scale's sample i
+                r["kid_vs_baseline"] = {"baseline": first[0]} | distribution.kid_difference(
+                    images[: args.unconditional], first[1]
+                )
     if distribution is not None and args.unconditional:
         rows["data (test split)"] = distribution.data_row(args.unconditional)
     return rows, pictures, {"scales": scales, "layers": list(layers), "num_steps": steps, "n": n}

@@ -84,3 +84,15 @@ def test_each_pag_row_is_paired_with_its_own_solvers_no_pag_row():
     lines = report.restoration_kid_difference_table(results).splitlines()
     assert lines[0] == "| KID difference ± std (paired) | box_inpaint | sr4 |"
     assert lines[2] == "| PAG (table) − no PAG | -0.062 ± 0.010 | +0.125 ± 0.010 |"
+
+
+def test_distribution_table_shows_the_paired_difference_where_a_row_has_one():
+    report = _report()
+    stats = {"kid": 1.0, "kid_std": 0.25, "fid": 40.0, "sharpness": 0.01, "contrast": 0.1, "clipped": 0.02}
+    rows = {
+        "no PAG": stats,
+        "PAG s=1": stats | {"kid_vs_baseline": {"kid_difference": -0.125, "kid_difference_std": 0.05}},
+    }
+    lines = report.distribution_table(rows, 64).splitlines()
+    assert lines[2] == "| no PAG | 1.000 ± 0.250 |  | 40.00 | 0.0100 | 0.100 | 2.00 |"
+    assert lines[3] == "| PAG s=1 | 1.000 ± 0.250 | -0.125 ± 0.050 | 40.00 | 0.0100 | 0.100 | 2.00 |"
