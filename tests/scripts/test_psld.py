@@ -23,7 +23,7 @@ def test_psld_end_to_end(run_fast, tiny_sd_folder, steps_table, task):
     assert re.fullmatch(rf"demo_tiny_sd_psld_3steps_pag{scale:g}_seed0_[0-9a-f]{{8}}", cfg.name)
     assert settings["pag"]["scale"] == scale
     assert (settings["omega"], settings["gamma"]) == (row["tasks"][task]["omega_pag"], row["tasks"][task]["gamma_pag"])
-    assert settings["pag"]["layers"] == row["pag_layers"] == ["input_blocks.1.1.transformer_blocks.0.attn1"]
+    assert settings["pag"]["layers"] == row["pag_layers"] == ["output_blocks.10.1.transformer_blocks.0.attn1"]
     folder = Path(cfg.out_dir) / task
     rows = read_metrics_csv(folder / "metrics.csv")
     assert [r["status"] for r in rows] == ["done", "done"]
