@@ -5,7 +5,7 @@ Unlike FID, KID's estimator is unbiased, so it is meaningful for small sets (a f
 between sets of different sizes. The std over subsets says how much the estimate moves with the images drawn: a
 difference between two KIDs smaller than it is not a difference, unless the two sets are paired (restorations of the
 same measurements): ``kid_difference_from_features`` draws the same subsets for both and gives the std of the
-difference itself, which no library provides. Subsets are drawn from an explicit seed.
+difference itself (torch-fidelity has no paired form). Subsets are drawn from an explicit seed.
 """
 
 from __future__ import annotations
