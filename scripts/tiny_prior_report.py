@@ -82,12 +82,20 @@ def task_overrides(args, task: str) -> list[str]:
 
 class PassCounter:
     """Counts the prior's forward calls and the backward passes through its network (module hooks), per run.
-    PAG's perturbed pass counts as a forward call even where it reuses the shared prefix."""
+    PAG's perturbed pass counts as a forward call even where it reuses the shared prefix.
+
+    A backward pass is counted when a gradient reaches the network's output tensor: a full backward hook on the
+    module would not fire for networks that return a dataclass (diffusers' UNet2DConditionModel)."""
 
     def __init__(self, prior):
         self.forward = self.backward = 0
         prior.register_forward_hook(lambda *_: self._add("forward"))
-        prior.network.register_full_backward_hook(lambda *_: self._add("backward"))
+        prior.network.register_forward_hook(self._watch_output)
+
+    def _watch_output(self, module, inputs, output) -> None:
+        eps = output if torch.is_tensor(output) else output[0]  # tensor, tuple or diffusers' BaseOutput
+        if eps.requires_grad:
+            eps.register_hook(lambda grad: self._add("backward"))
 
     def _add(self, what: str) -> None:
         setattr(self, what, getattr(self, what) + 1)

@@ -42,6 +42,17 @@ def test_pass_counter_and_cost_table():
         prior(x, 10)
     assert (counter.forward, counter.backward) == (2, 1)
 
+    # diffusers' UNet returns a dataclass, where a module backward hook would never fire (PSLD read 0 backward passes)
+    from priors.sd import random_sd_prior
+
+    sd = random_sd_prior(seed=0, image_size=32)
+    counter = report.PassCounter(sd)
+    z = torch.randn(1, *sd.sample_shape, requires_grad=True)
+    sd(z, 10).eps.sum().backward()
+    with torch.no_grad():
+        sd(z, 10)
+    assert (counter.forward, counter.backward) == (2, 1)
+
     def row(seconds, forward, backward):
         return {"seconds_per_image": seconds, "forward_passes": forward, "backward_passes": backward}
 
