@@ -1,7 +1,8 @@
 """Per-image random streams: three independent generators per image, seeded from (seed, image index, stream).
 
-Image ``index`` (its global position in the data set) always gets the same operator parameters, measurement noise
-and sampler noise, whatever the batch size, the shard or how often the run was resumed.
+Image ``index`` (its position in the run's data set: in the sorted folder listing, or for procedural shapes counted
+from ``data.start``) always gets the same operator parameters, measurement noise and sampler noise, whatever the batch
+size, the shard or how often the run was resumed.
 """
 
 from __future__ import annotations
