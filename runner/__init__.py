@@ -18,6 +18,7 @@ from .config import (
     check_compatible,
     compose,
     operator_params,
+    option_list,
     register_resolvers,
     resolve_settings,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "is_offline",
     "one_line",
     "operator_params",
+    "option_list",
     "pixel_scores",
     "plan",
     "prefetch_command",

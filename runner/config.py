@@ -98,6 +98,17 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
+def option_list(group: str, text: str) -> list[str]:
+    """The comma-separated ``text`` (``"box_inpaint,sr4"``) as options of ``group``; an unknown name is a
+    ``SetupError`` listing the valid ones, so a script can refuse a typo before it loads a prior."""
+    names = [name for name in text.split(",") if name]
+    valid = group_options(group)
+    unknown = [name for name in names if name not in valid]
+    if unknown:
+        raise SetupError(f"unknown {group} {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
+    return names
+
+
 def prior_options(latent: bool) -> list[str]:
     """Prior configs whose ``latent`` flag is ``latent``."""
     names = []

@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("override", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args(argv)
+    try:  # before the prior and the reference features load
+        tasks, solvers = runner.option_list("task", args.tasks), runner.option_list("solver", args.solvers)
+    except runner.SetupError as exc:
+        parser.error(str(exc))
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = runner.compose(f"prior={args.prior}", *args.override)
@@ -103,8 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.features != "none":
         reference = runner.ShapesReference(load_extractor(args.features), args.reference, args.seed)
     rows = []
-    for task in args.tasks.split(","):
-        for solver in args.solvers.split(","):
+    for task in tasks:
+        for solver in solvers:
             for pag in [p == "on" for p in args.pag.split(",")]:
                 row = {"solver": solver, "pag": pag, "task": task} | run_one(args, prior, solver, task, pag, reference)
                 rows.append(row)

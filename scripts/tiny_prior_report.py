@@ -361,6 +361,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("override", nargs="*", help="extra Hydra overrides, e.g. solver.zeta=2 pag.layers=[...]")
     args = parser.parse_args(argv)
+    try:  # before the prior and the reference features load
+        tasks = runner.option_list("task", args.tasks)
+        runner.option_list("solver", args.solvers)
+    except runner.SetupError as exc:
+        parser.error(str(exc))
     if args.threads:
         torch.set_num_threads(args.threads)
     scales = parse_scales(args.scales)
@@ -374,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
 
     counter = PassCounter(prior)
     results = {}
-    for task in [t for t in args.tasks.split(",") if t]:
+    for task in tasks:
         results[task] = evaluate_task(args, task, prior, scales, counter, distribution)
         # one row per image: label | naive | no PAG | PAG s=...
         columns = list(results[task]["images"].values())

@@ -106,3 +106,28 @@ def test_missing_tiny_latent_prior(tmp_path):
         runner.run(cfg)
     assert str(info.value).startswith(f"tiny shapes latent prior weights not found: prior.source={missing}")
     assert "scripts/train_latent_prior.py" in str(info.value)
+
+
+def test_option_lists_refuse_unknown_names_with_the_valid_ones():
+    assert runner.option_list("task", "box_inpaint,,sr4") == ["box_inpaint", "sr4"]
+    assert runner.option_list("task", "") == []
+    with pytest.raises(SetupError) as info:
+        runner.option_list("task", "sr4,motion_blur")
+    tasks = sorted(p.stem for p in (runner.CONF_DIR / "task").glob("*.yaml"))
+    assert "unknown task 'motion_blur'; valid: " + ", ".join(tasks) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("tiny_prior_report.py", "--tasks", "motion_blur"),
+        ("tiny_prior_report.py", "--solvers", "dps,dsp"),
+        ("compare_solvers.py", "--tasks", "sr4,motion_blur"),
+        ("compare_solvers.py", "--solvers", "dsp"),
+    ],
+)
+def test_report_scripts_refuse_a_typo_before_loading_anything(script, tmp_path, argv):
+    result = script(*argv, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown " in result.stderr and "valid: " in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
