@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from operators import GaussianNoise, NoNoise, Operator
+from operators import Operator
 from operators.random import Generators
 from priors import DiffusionPrior
 
@@ -63,13 +63,12 @@ def quad_timesteps(num_train_timesteps: int, num_steps: int) -> list[int]:
 def measurement_sigma(operator: Operator) -> float:
     """The operator's Gaussian noise std on the [-1, 1] scale (0 for noiseless); other noise models need
     ``sigma_y`` given explicitly."""
-    if isinstance(operator.noise, GaussianNoise):
-        return operator.noise.sigma
-    if isinstance(operator.noise, NoNoise):
-        return 0.0
-    raise ValueError(
-        f"DiffPIR's rho_t needs a Gaussian noise level; {type(operator.noise).__name__} has none: pass sigma_y="
-    )
+    sigma = operator.noise_sigma
+    if sigma is None:
+        raise ValueError(
+            f"DiffPIR's rho_t needs a Gaussian noise level; {type(operator.noise).__name__} has none: pass sigma_y="
+        )
+    return sigma
 
 
 class DiffPIR:
