@@ -275,6 +275,7 @@ class Blur(Operator):
     """
 
     name = "blur"
+    is_linear = True
 
     def __init__(
         self,

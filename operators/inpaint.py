@@ -37,6 +37,7 @@ class Inpainting(Operator):
     """
 
     name = "inpainting"
+    is_linear = True
 
     def __init__(self, mask: torch.Tensor, noise: NoiseSpec = None, transpose_mode: InpaintTranspose = "identity"):
         super().__init__(noise)

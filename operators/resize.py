@@ -78,6 +78,7 @@ class SuperResolution(Operator):
     """
 
     name = "super_resolution"
+    is_linear = True
 
     def __init__(self, factor: float = 4, noise: NoiseSpec = None, transpose_mode: SRTranspose = "nearest"):
         super().__init__(noise)
