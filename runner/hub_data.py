@@ -415,7 +415,10 @@ def select(spec: HubSpec, *, offline: bool, prefetch: str = "") -> HubSelection:
     for row, label, filename, offset, data_of in rows:
         if filename not in paths:
             paths[filename] = repo.file(filename)
-        reason = _check(data_of(paths[filename]), spec.min_size)
+        try:
+            reason = _check(data_of(paths[filename]), spec.min_size)
+        except ValueError as exc:  # a null cell, or a column of something else than images
+            reason = f"no image in this row ({exc})"
         if reason is None:
             usable.append((row, label, filename, offset))
         else:

@@ -88,8 +88,11 @@ def fetch_data(needs: list[hub_data.DataNeed], listing: bool, offline: bool) -> 
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        files = len(selection.paths)
-        print(f"{need.what}: fetched: {len(selection.rows)} images in {files} file(s), commit {selection.commit}")
+        files, new = len(selection.paths), len(selection.downloaded)
+        print(
+            f"{need.what}: fetched: {len(selection.rows)} images in {files} file(s) ({new} downloaded now), "
+            f"commit {selection.commit}"
+        )
     return failed
 
 

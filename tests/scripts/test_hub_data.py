@@ -422,11 +422,11 @@ def test_a_pinned_commit_once_fetched_needs_no_request(hub):
 
 
 def test_min_size_and_unreadable_rows_are_skipped_as_in_a_folder(hub, pictures, tmp_path):
-    """ImageNet's rule: images under min_size (and undecodable ones) are skipped, reported, and not counted in
+    """ImageNet's rule: images under min_size (and rows without an image) are skipped, reported, and not counted in
     data.limit; the folder reader applied to the same files gives the same names, indices and skips."""
     small = io.BytesIO()
     Image.new("RGB", (20, 30), (9, 9, 9)).save(small, format="PNG")
-    rows = [pictures[0], small.getvalue(), b"not an image", pictures[3], pictures[4]]
+    rows = [pictures[0], small.getvalue(), None, pictures[3], pictures[4]]  # row 2: a null cell
     hub.repos["someone/mixed"] = {"data/validation-00000-of-00001.parquet": _parquet(
         [{"bytes": data, "path": f"ILSVRC2012_val_{r + 1:08d}.JPEG"} for r, data in enumerate(rows)]
     )}  # fmt: skip
@@ -436,14 +436,15 @@ def test_min_size_and_unreadable_rows_are_skipped_as_in_a_folder(hub, pictures, 
     folder = tmp_path / "mixed"
     folder.mkdir()
     for r, content in enumerate(rows):
-        (folder / f"ILSVRC2012_val_{r + 1:08d}.JPEG").write_bytes(content)
+        (folder / f"ILSVRC2012_val_{r + 1:08d}.JPEG").write_bytes(content or b"not an image")
     from_folder = runner.build_dataset(
         runner.compose("data=folder", f"data.path={folder}", "data.min_size=32", "data.limit=2").data, 40
     )
     assert _names(data) == _names(from_folder) == [(0, "ILSVRC2012_val_00000001"), (1, "ILSVRC2012_val_00000004")]
     assert [s.name for s in data.skipped] == ["ILSVRC2012_val_00000002", "ILSVRC2012_val_00000003"]
     assert "smaller than min_size=32 (20x30)" in data.skipped[0].reason
-    assert data.skipped[1].reason.startswith("not a readable image")
+    assert data.skipped[1].reason.startswith("no image in this row")
+    assert from_folder.skipped[0].reason == data.skipped[0].reason
 
 
 def test_a_download_that_does_not_match_its_sha256_is_not_kept(hub):
