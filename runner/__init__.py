@@ -26,6 +26,7 @@ from .data import DataSet, Sample, build_dataset
 from .download import Source, WeightsError, WeightsMissing, download_url, fetch
 from .errors import Interrupted, SetupError
 from .heldout import HeldOutBatch, ShapesReference, held_out_batch, pixel_scores, restore_batch
+from .hub_data import DataNeed, HubSpec, data_need, hub_spec
 from .identity import experiment_identity, short_hash, task_as_run
 from .run import Experiment, Plan, dry_run, one_line, plan, run, summarize, task_dir
 from .seeds import ImageStreams, image_streams, stream_seed
@@ -37,9 +38,11 @@ __all__ = [
     "CONF_DIR",
     "CSV_COLUMNS",
     "REPO_ROOT",
+    "DataNeed",
     "DataSet",
     "Experiment",
     "HeldOutBatch",
+    "HubSpec",
     "ImageStreams",
     "Interrupted",
     "Need",
@@ -58,11 +61,13 @@ __all__ = [
     "build_solver",
     "check_compatible",
     "compose",
+    "data_need",
     "download_url",
     "dry_run",
     "experiment_identity",
     "fetch",
     "held_out_batch",
+    "hub_spec",
     "image_streams",
     "is_offline",
     "one_line",

@@ -1,7 +1,9 @@
-"""The images of an experiment (``data`` config): a folder of images or the procedural shapes demo set."""
+"""The images of an experiment (``data`` config): a folder of images, an image data set on the Hugging Face Hub
+(``runner.hub_data``), or the procedural shapes demo set."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,6 +15,7 @@ from imaging import ImageFolder, ShapesDataset, Skipped, check_shard, load_image
 
 from .build import resolve_path
 from .errors import SetupError
+from .hub_data import cached_selection, folder_is_default, hub_spec, select
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class DataSet:
     skipped: list[Skipped] = field(default_factory=list)
     description: str = ""
     label_loader: Callable[[Sample], torch.Tensor] | None = None
+    #: the images are not fetched yet (a dry run lists a Hub set without downloading it): no samples, no names
+    pending: bool = False
 
     @property
     def total(self) -> int:
@@ -59,9 +64,20 @@ class DataSet:
 RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST}
 
 
-def build_dataset(data_cfg: DictConfig, size: int, eval_size: int | None = None, resample: str = "bicubic") -> DataSet:
+def build_dataset(
+    data_cfg: DictConfig,
+    size: int,
+    eval_size: int | None = None,
+    resample: str = "bicubic",
+    *,
+    offline: bool = False,
+    prefetch: str = "",
+    fetch: bool = True,
+) -> DataSet:
     """The data set of ``data_cfg`` at working resolution ``size`` (files resized with ``resample``); labels at
-    ``eval_size`` (None: ``size``), straight from the files."""
+    ``eval_size`` (None: ``size``), straight from the files. A Hub set (``data=hub``, or ``data=ffhq|imagenet``
+    without their folder) is fetched into the Hub cache unless ``offline`` (then ``prefetch`` is the command named
+    in the error) or ``fetch=False`` (then, when not cached, a ``pending`` set that lists what would be fetched)."""
     eval_size = None if eval_size is None or int(eval_size) == size else int(eval_size)
     kind = str(data_cfg.kind)
     shard, num_shards = int(data_cfg.get("shard", 0)), int(data_cfg.get("num_shards", 1))
@@ -86,11 +102,16 @@ def build_dataset(data_cfg: DictConfig, size: int, eval_size: int | None = None,
             description=f"{count} procedural shapes images ({split} split from {start}) at {size} px",
             label_loader=None if labels is None else (lambda s: labels[s.index]),
         )
+    hub = dict(offline=offline, prefetch=prefetch, fetch=fetch, resample=resample)
+    if kind == "hub":
+        return hub_dataset(data_cfg, size, eval_size, **hub)
     if kind == "folder":
         path = data_cfg.get("path")
         if path in (None, "", "???"):
             raise SetupError("data=folder needs the images' folder: data.path=/path/to/images")
         root = resolve_path(path)
+        if not root.is_dir() and data_cfg.get("hub") is not None and folder_is_default(data_cfg):
+            return hub_dataset(data_cfg, size, eval_size, **hub)  # no folder given or found: the configured Hub set
         if not root.is_dir():
             env = {"ffhq": "FFHQ_DIR", "imagenet": "IMAGENET_VAL_DIR"}.get(str(data_cfg.name))
             hint = f" (or export {env}=<folder>)" if env else ""
@@ -118,4 +139,44 @@ def build_dataset(data_cfg: DictConfig, size: int, eval_size: int | None = None,
             if eval_size is None
             else (lambda s: load_image(by_name[s.name].path, eval_size, folder.background)),
         )
-    raise SetupError(f"data.kind={kind!r} is not known; valid: folder, shapes")
+    raise SetupError(f"data.kind={kind!r} is not known; valid: folder, hub, shapes")
+
+
+def hub_dataset(
+    data_cfg: DictConfig,
+    size: int,
+    eval_size: int | None,
+    *,
+    resample: str,
+    offline: bool,
+    prefetch: str,
+    fetch: bool,
+) -> DataSet:
+    """The rows of a Hub data set that ``data_cfg`` selects, read from the Hub cache (see ``runner.hub_data``)."""
+    spec = hub_spec(data_cfg)
+    shard, num_shards = int(data_cfg.get("shard", 0)), int(data_cfg.get("num_shards", 1))
+    background = tuple(data_cfg.get("background") or (255, 255, 255))
+    selection = select(spec, offline=offline, prefetch=prefetch) if fetch else cached_selection(spec)
+    if selection is None:  # a dry run with nothing cached: say what a run would fetch
+        pending = f"{spec.describe()}: not cached yet, a run fetches it"
+        return DataSet([], [], lambda s: None, description=pending, pending=True)
+    if not selection.rows:
+        reasons = "; ".join(f"{s.name}: {s.reason}" for s in selection.skipped[:3])
+        raise SetupError(f"{spec.describe()}: no usable image ({len(selection.skipped)} rows skipped: {reasons})")
+    by_name = {row.name: row for row in selection.rows}
+    samples = [
+        Sample(k, row.name, selection.source(row)) for k, row in enumerate(selection.rows) if k % num_shards == shard
+    ]
+
+    def load(sample: Sample, at: int = size, how: Image.Resampling = RESAMPLE[resample]) -> torch.Tensor:
+        return load_image(io.BytesIO(selection.image_bytes(by_name[sample.name])), at, background, how)
+
+    return DataSet(
+        samples,
+        [row.name for row in selection.rows],
+        load,
+        skipped=list(selection.skipped),
+        description=f"{len(selection.rows)} images from {spec.url()} ({selection.kind}, commit {selection.commit[:8]}) "
+        f"at {size} px",
+        label_loader=None if eval_size is None else (lambda s: load(s, eval_size, RESAMPLE["bicubic"])),
+    )

@@ -19,6 +19,9 @@ from .config import CONF_DIR, Settings, operator_params, resolve_settings
 
 #: keys of the data config that choose *which* images run, not what their results are
 DATA_SELECTION_KEYS = ("limit", "shard", "num_shards")
+#: where data=ffhq|imagenet fetch their images when no folder is given or found (the same images as the folder's,
+#: like prior.weights for a checkpoint): not part of the identity, so a run resumes from either source
+DATA_SOURCE_KEYS = ("hub",)
 #: prior keys that do not change results: descriptions, where the weights come from, the default batch size, the
 #: default feature extractor of the distribution metrics
 PRIOR_PRESENTATION_KEYS = ("title", "download", "weights", "batch_size", "features")
@@ -49,7 +52,7 @@ def experiment_identity(cfg: DictConfig, settings: Settings, size: int) -> dict[
         "prior": {k: v for k, v in _container(cfg.prior).items() if k not in PRIOR_PRESENTATION_KEYS},
         "solver": solver,
         "settings": effective,
-        "data": {k: v for k, v in _container(cfg.data).items() if k not in DATA_SELECTION_KEYS},
+        "data": {k: v for k, v in _container(cfg.data).items() if k not in (*DATA_SELECTION_KEYS, *DATA_SOURCE_KEYS)},
         "seed": cfg.seed,
         "dtype": cfg.dtype,
         "image_size": size,

@@ -130,8 +130,9 @@ class Plan:
     metrics_size: int | None
 
 
-def plan(cfg: DictConfig) -> Plan:
-    """Validate every setting, resolve the step sizes, list the data; ``SetupError`` for anything wrong."""
+def plan(cfg: DictConfig, fetch: bool = True) -> Plan:
+    """Validate every setting, resolve the step sizes, list the data; ``SetupError`` for anything wrong.
+    ``fetch=False`` (a dry run): a Hub data set that is not cached is listed as pending, not downloaded."""
     validate(cfg)
     settings = resolve_settings(cfg)
     device, dtype = select_device(str(cfg.device)), select_dtype(str(cfg.dtype))
@@ -142,8 +143,10 @@ def plan(cfg: DictConfig) -> Plan:
     metrics_size = None if cfg.metrics.size is None else int(cfg.metrics.size)
     # PSLD_PAG upsamples its 256 px data to 512 with nearest; ours: bicubic
     resample = "nearest" if reference and bool(cfg.prior.latent) else "bicubic"
-    data = build_dataset(cfg.data, size, metrics_size, resample)
-    if data.total == 0:
+    data = build_dataset(
+        cfg.data, size, metrics_size, resample, offline=is_offline(cfg), prefetch=prefetch_command(cfg), fetch=fetch
+    )
+    if data.total == 0 and not data.pending:
         reasons = "; ".join(f"{s.name}: {s.reason}" for s in data.skipped[:3])
         raise SetupError(
             f"data.path={cfg.data.get('path')}: no usable image ({len(data.skipped)} files skipped"
@@ -410,7 +413,7 @@ def one_line(summary: dict[str, Any]) -> str:
 
 def dry_run(cfg: DictConfig) -> str:
     """The resolved settings of ``cfg``, each with where it came from, and the folder: nothing is loaded or written."""
-    p = plan(cfg)
+    p = plan(cfg, fetch=False)
     st, src = p.settings, p.settings.sources
     lines = [f"dry run of {cfg.task.name} (nothing loaded or written):"]
 

@@ -156,8 +156,19 @@ def validate(cfg: DictConfig) -> None:
             f"solver.reference=true: solver={name} has no reference mode (it reproduces no published code's "
             f"quirks); solvers with one: {with_switch}"
         )
-    if OmegaConf.select(cfg, "data.kind", default=None) == "folder":
+    if OmegaConf.select(cfg, "data.kind", default=None) == "folder" and not _hub_fallback(cfg.data):
         _check_data_path(cfg.data)
+
+
+def _hub_fallback(data_cfg: DictConfig) -> bool:
+    """``data=ffhq|imagenet`` with neither ``data.path`` nor its variable set and no folder at the default path:
+    the images come from the configured Hub set (``runner.hub_data``), not from a folder."""
+    from .build import resolve_path
+    from .hub_data import folder_is_default
+
+    if data_cfg.get("hub") is None or not folder_is_default(data_cfg):
+        return False
+    return not resolve_path(data_cfg.path).is_dir()
 
 
 def _check_data_path(data_cfg: DictConfig) -> None:

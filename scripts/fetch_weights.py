@@ -1,14 +1,18 @@
 #!/usr/bin/env python
-"""Fetch the weights a run needs, ahead of time (e.g. on a cluster's login node), with restore.py's overrides.
+"""Fetch the weights (and Hub data) a run needs, ahead of time (e.g. on a cluster's login node), with restore.py's
+overrides.
 
     python scripts/fetch_weights.py prior=adm_ffhq                      # FFHQ ADM + LPIPS / FID weights
+    python scripts/fetch_weights.py prior=adm_ffhq data=ffhq            # ... and FFHQ's first 1000 images (no folder)
+    python scripts/fetch_weights.py data=hub data.repo=owner/name data.limit=100   # the shards holding those rows
     python scripts/fetch_weights.py task=motion_deblur prior=sd15 pag.scale=5
     python scripts/fetch_weights.py -m prior=adm_ffhq,adm_imagenet      # a sweep: the union over its jobs
     python scripts/fetch_weights.py --list prior=sd15                  # what, from where, to where, already there
 
-Files go where runs look for them: the Hugging Face cache (HF_HOME) and $TORCH_HOME/hub/checkpoints; copy those
-folders to an offline machine and run there with HF_HUB_OFFLINE=1 (or offline=true). Exit status: 0 when every
-file is there afterwards, 1 when a download failed or did not verify, 2 for a configuration error.
+Files go where runs look for them: the Hugging Face cache (HF_HOME; Hub data sets too) and
+$TORCH_HOME/hub/checkpoints; copy those folders to an offline machine and run there with HF_HUB_OFFLINE=1 (or
+offline=true). Exit status: 0 when every file is there afterwards, 1 when a download failed or did not verify,
+2 for a configuration error.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import runner  # noqa: E402  (after the path set-up)
-from runner import weights  # noqa: E402
+from runner import hub_data, weights  # noqa: E402
 from runner.download import WeightsError, env_offline  # noqa: E402
 
 
@@ -48,6 +52,50 @@ def needs_of(jobs: list[list[str]]) -> list[weights.Need]:
     return list(seen.values())
 
 
+def data_needs_of(jobs: list[list[str]]) -> list[hub_data.DataNeed]:
+    """The union of the jobs' Hub data (each selection once)."""
+    seen: dict[tuple, hub_data.DataNeed] = {}
+    for job in jobs:
+        need = hub_data.data_need(runner.compose(*job))
+        if need is not None:
+            seen.setdefault(need.spec.key(), need)
+    return list(seen.values())
+
+
+def fetch_data(needs: list[hub_data.DataNeed], listing: bool, offline: bool) -> int:
+    """List or fetch the data needs; the number that failed."""
+    failed = 0
+    for need in needs:
+        state, path = need.status()
+        if listing:
+            print(f"{need.what} [{need.setting}]")
+            if need.local is not None:
+                print(f"  local:  {need.local} ({'there, used' if need.local.is_dir() else 'absent'})")
+            print(f"  from:   {need.spec.describe()}\n  to:     {need.spec.destination()}")
+            print(f"  state:  {state}" + (f": {path}" if state != "missing" else ""))
+            continue
+        if state != "missing":
+            print(f"{need.what}: already there ({state}): {path}")
+            continue
+        if offline:
+            print(f"error: {need.what}: not cached and HF_HUB_OFFLINE is set; unset it to download", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{need.what}: {need.spec.describe()} -> {need.spec.destination()}")
+        try:
+            selection = need.fetch()
+        except runner.SetupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        files, new = len(selection.paths), len(selection.downloaded)
+        print(
+            f"{need.what}: fetched: {len(selection.rows)} images in {files} file(s) ({new} downloaded now), "
+            f"commit {selection.commit}"
+        )
+    return failed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="the overrides of the restore.py command")
@@ -55,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print what would be fetched and what is already there")
     args = parser.parse_args(argv)
     try:
-        needs = needs_of(job_overrides(args.overrides, args.multirun))
+        jobs = job_overrides(args.overrides, args.multirun)
+        needs, data_needs = needs_of(jobs), data_needs_of(jobs)
     except Exception as exc:  # a bad override or config: Hydra says which
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
@@ -69,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  from:   {need.source.describe()}\n  to:     {need.source.destination()}")
                 print(f"  sha256: {need.source.sha256 or 'none published'}")
             print(f"  state:  {state}" + (f": {path}" if state != "missing" else ""))
+        fetch_data(data_needs, listing=True, offline=env_offline())
         return 0
     offline = env_offline()
-    failed = 0
+    failed = fetch_data(data_needs, listing=False, offline=offline)
     for need in needs:
         state, path = need.status()
         if state != "missing":
