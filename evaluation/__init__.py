@@ -8,8 +8,8 @@
 A metric whose weights are missing is reported as unavailable with the reason (``MetricResult``), never faked.
 """
 
-from .features import EXTRACTORS, FeatureExtractor, load_extractor
-from .fid import INCEPTION, feature_statistics, fid_from_features, frechet_distance, inception_features, load_inception
+from .features import EXTRACTORS, FeatureExtractor, inception_features, load_extractor
+from .fid import INCEPTION, feature_statistics, fid_from_features, frechet_distance, load_inception
 from .folder import evaluate_folder, run_features, run_recon, run_size
 from .kid import kid_difference_from_features, kid_from_features
 from .lpips import BACKBONES, build_lpips, load_backbone_, load_lpips, lpips_distance

@@ -15,12 +15,15 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from .fid import INCEPTION, load_inception
 from .result import MetricUnavailable
+from .shapes_net import SHAPES_FEATURES, load_shapes_net
 
 
 class FeatureExtractor:
@@ -80,18 +83,17 @@ class ShapesFeatures(nn.Module):
         return self.net.features(images)
 
 
-def _inception(weights, dims: int, device, setting: str) -> tuple[str, nn.Module]:
-    from .fid import INCEPTION, load_inception
+def inception_features(model: nn.Module, images: Iterable[torch.Tensor], batch_size: int = 50) -> np.ndarray:
+    """Pooled Inception features (N, dims) of images (3, H, W) in [-1, 1] (``model``: ``load_inception()``)."""
+    return FeatureExtractor("inception", InceptionPool(model), batch_size)(images)
 
+
+def _inception(weights, dims: int, device, setting: str) -> tuple[str, nn.Module]:
     model = InceptionPool(load_inception(weights, dims, setting)).to(device)
     return f"inception (pytorch-fid {INCEPTION.filename}, {dims}-d)", model
 
 
 def _shapes(weights, dims: int, device, setting: str) -> tuple[str, nn.Module]:
-    from pathlib import Path
-
-    from .shapes_net import SHAPES_FEATURES, load_shapes_net
-
     path = Path(weights) if weights else SHAPES_FEATURES
     if not path.is_file():
         raise MetricUnavailable(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable
 from unittest import mock
 
 import numpy as np
@@ -72,13 +71,6 @@ def load_inception(
     except Exception as exc:  # wrong or corrupt file
         raise MetricUnavailable(f"could not load FID Inception weights {path}: {type(exc).__name__}: {exc}") from exc
     return model.eval().requires_grad_(False)
-
-
-def inception_features(model: torch.nn.Module, images: Iterable[torch.Tensor], batch_size: int = 50) -> np.ndarray:
-    """Pooled Inception features (N, dims) of images (3, H, W) in [-1, 1]."""
-    from .features import FeatureExtractor, InceptionPool
-
-    return FeatureExtractor("inception", InceptionPool(model), batch_size)(images)
 
 
 def fid_from_features(features_a: np.ndarray, features_b: np.ndarray) -> float:

@@ -1,5 +1,5 @@
-"""One batch of held-out images restored in-process, for the measurement scripts (``scripts/compare_solvers.py``,
-``scripts/tiny_prior_report.py``): the same configs, operators and per-image seed streams as ``runner.run``, without
+"""One batch of held-out images restored in-process, for the measurement programs (``runner.measure.compare``,
+``runner.measure.tiny_report``): the same configs, operators and per-image seed streams as ``runner.run``, without
 writing a results folder, and the scores of 8-bit outputs.
 
     cfg = runner.compose("prior=tiny_adm", "task=sr4", "data.limit=8")

@@ -22,6 +22,7 @@ from operators import Operator
 from operators.random import Generators
 from priors import Prior
 
+from .bare import BareStep, dps_bare_step, psld_bare_step
 from .common import StepCallback
 from .daps import DAPS, LatentDAPS
 from .diffpir import DiffPIR
@@ -61,6 +62,7 @@ class SolverSpec:
     params: its step-size arguments, resolved from the step table (``<param>`` / ``<param>_pag``) unless given.
     table: its section of ``conf/steps/<table>.yaml``.
     options: further constructor arguments read from its ``conf/solver/<name>.yaml`` node as they are.
+    bare_step: its step written against the raw network (``solvers.bare``), the benchmark's baseline; optional.
     """
 
     cls: Callable[..., Solver]
@@ -68,6 +70,7 @@ class SolverSpec:
     params: tuple[str, ...]
     table: str
     options: tuple[str, ...] = ()
+    bare_step: BareStep | None = None
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -119,7 +122,9 @@ DAPS_OPTIONS = (
 
 #: name -> spec. The first solver declared for a space is that space's default (``solver=auto``, ``sample``).
 SOLVERS: Mapping[str, SolverSpec] = {
-    "dps": SolverSpec(cls=DPS, space="pixel", params=("zeta",), table="dps", options=("clip_x0", "reference")),
+    "dps": SolverSpec(
+        cls=DPS, space="pixel", params=("zeta",), table="dps", options=("clip_x0", "reference"), bare_step=dps_bare_step
+    ),
     "diffpir": SolverSpec(
         cls=DiffPIR,
         space="pixel",
@@ -132,6 +137,7 @@ SOLVERS: Mapping[str, SolverSpec] = {
         space="latent",
         params=("omega", "gamma"),
         table="psld",
+        bare_step=psld_bare_step,
         options=(
             "eta",
             "prompt",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,10 +204,19 @@ def _title(metric: str) -> str:
     return METRIC_TITLES.get(metric, metric.upper())
 
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]], rule: Sequence[str] | None = None) -> str:
+    """A GitHub Markdown table of already formatted cells: ``| a | b |`` rows under the header and a rule row
+    (``---`` for every column unless ``rule`` gives the alignments). An empty header cell reads ``| |``."""
+    head = "|" + "|".join(f" {cell} " if cell else " " for cell in header) + "|"
+    lines = [head, "|" + "|".join(rule or ["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
 def to_markdown(table: Table) -> str:
     """GitHub Markdown: one column per task x metric, best in bold, flags after the value."""
     header = ["Method"] + [f"{t} {_title(m)}{_arrow(m)}" for t in table.tasks for m in table.metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":--"] + ["--:"] * (len(header) - 1)) + "|"]
+    rows = []
     for method in table.methods:
         cells = [table.labels[method]]
         for task in table.tasks:
@@ -218,8 +227,8 @@ def to_markdown(table: Table) -> str:
                     continue
                 text = stats[metric].text(metric)
                 cells.append((f"**{text}**" if stats[metric].best else text) + table.flags(method, task))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return markdown_table(header, rows, rule=[":--"] + ["--:"] * (len(header) - 1)) + "\n"
 
 
 def _latex_escape(text: str) -> str:

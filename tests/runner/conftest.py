@@ -11,6 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+
+@pytest.fixture(autouse=True)
+def _offline(offline_metrics_and_clean_env):
+    """No cached metric weights and none of the configs' environment variables (tests/conftest.py)."""
+
+
 TASKS = ("box_inpaint", "sr4")
 #: method -> its PAG scale (None: off)
 METHODS = {"dps": None, "dps_pag": 2.0}

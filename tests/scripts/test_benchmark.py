@@ -1,87 +1,17 @@
-"""scripts/benchmark.py: the work each PAG implementation does (FLOPs: deterministic, so testable) and the report."""
+"""scripts/benchmark.py as a user runs it: the report of every case, costs-only runs, refused settings."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-import priors
+from runner.measure.bench_problem import cases_for
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
+from .conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[spec.name]
-
-
-@pytest.fixture(scope="module")
-def case_costs(bench):
-    """Each case's one-step costs of a model (``step_costs``: a fresh problem per case), computed once per model."""
-    cache = {}
-
-    def costs(model: str) -> dict[str, dict[str, float]]:
-        if model not in cache:
-            cache[model] = {c.label: bench.step_costs(model, c, "cpu") for c in bench.cases_for(model)}
-        return cache[model]
-
-    return costs
-
-
-def mid_chain_problem(bench, model: str):
-    """The benchmark's problem after one PAG-off step (as ``step_costs`` warms up: first calls build and cache the
-    null embedding), and the timestep the benchmark times."""
-    problem = bench.Problem(model, "cpu")
-    schedule = problem.solver(bench.Case("none"))[0].schedule
-    problem.step(bench.Case("none"))
-    return problem, int(schedule.timesteps[len(schedule) // 2])
-
-
-@pytest.mark.parametrize("model", ["test_adm", "test_sd"])
-def test_flops_of_each_case_are_the_passes_it_runs(bench, case_costs, model):
-    """PAG off = the bare equations; PAG without graph adds exactly one perturbed forward pass (counted on its own);
-    keeping the graph (naive) adds no backward work, since the data term differentiates the unguided eps; the
-    shared prefix and the shared skips each remove work."""
-    costs = case_costs(model)
-    gflop = {label: c["gflop"] for label, c in costs.items()}
-    problem, t = mid_chain_problem(bench, model)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), priors.perturbed_self_attention(problem.prior, problem.layers), counter:
-        problem.prior(problem.x_t, t)
-    perturbed_pass = counter.get_total_flops() / 1e9
-
-    assert gflop["bare"] == pytest.approx(gflop["none"], rel=1e-12)
-    assert gflop["no_grad"] - gflop["none"] == pytest.approx(perturbed_pass, rel=1e-9)
-    assert gflop["naive"] == pytest.approx(gflop["no_grad"], rel=1e-12)
-    assert gflop["shared"] < gflop["prefix"] < gflop["no_grad"]
-    # PAG off runs the bare equations' operators, up to a handful of bookkeeping ones (no hidden per-step work)
-    assert costs["bare"]["ops"] <= costs["none"]["ops"] <= costs["bare"]["ops"] * 1.01
-
-
-def test_latent_levers_and_cfg_do_the_work_they_are_named_for(bench, case_costs):
-    """PSLD: CFG + PAG adds one conditional UNet pass with its backward (counted on its own); bf16 autocast changes
-    no work, checkpointing adds the recomputed forwards."""
-    gflop = {label: c["gflop"] for label, c in case_costs("test_sd").items()}
-    problem, t = mid_chain_problem(bench, "test_sd")
-    x_t = problem.x_t.clone().requires_grad_(True)
-    with bench.FlopCount() as cond_pass:  # FlopCounterMode's module hooks refuse autograd.grad on a leaf
-        eps = problem.prior(x_t, t, torch.randn(problem.prior.null_embedding.shape)).eps
-        torch.autograd.grad(eps.sum(), x_t)
-
-    assert gflop["cfg+pag"] - gflop["shared"] == pytest.approx(cond_pass.flops / 1e9, rel=1e-9)
-    assert gflop["none+bf16"] == pytest.approx(gflop["none"], rel=1e-12)
-    assert gflop["none+checkpointing"] > gflop["none"]
+    return load_script("benchmark.py")
 
 
 def test_report_covers_every_case(bench, tmp_path, capsys):
@@ -90,7 +20,7 @@ def test_report_covers_every_case(bench, tmp_path, capsys):
     bench.main([*args.split(), str(out)])
     report = json.loads(out.read_text())
     rows = {r["mode"]: r for r in report["results"]}
-    assert set(rows) == {c.mode for c in bench.cases_for("test_adm")}
+    assert set(rows) == {c.mode for c in cases_for("test_adm")}
     assert all(len(r["seconds"]) == 2 and r["malloc"] == "retain" for r in rows.values())
     assert rows["none"]["ratios"] == [1.0, 1.0]
     assert report["machine"]["repeats"] == 2
@@ -116,12 +46,3 @@ def test_costs_only_run_reports_work_without_timings(bench, tmp_path, capsys):
 def test_unknown_allocator_setting_is_refused(bench):
     with pytest.raises(SystemExit):
         bench.main(["--only", "test_adm", "--malloc", "jemalloc"])
-
-
-def test_interval_restorations_run_the_perturbed_pass_only_inside(bench, capsys):
-    """DPS with 5 evenly spaced steps (t = 999, 749, 500, 250, 0): PAG on [0, 500] adds a pass at 3 of them."""
-    rows = bench.interval_costs("test_adm", "cpu", (0.0, 500.0), num_steps=5, repeats=1)
-    passes = {r["case"]: r["network_passes"] for r in rows}
-    assert passes == {"off": 5, "pag": 10, "pag@[0,500]": 8}
-    assert all(r["seconds"] > 0 for r in rows) and rows[0]["x_off"] == 1.0
-    assert "pag@[0,500]" in bench.interval_table(rows)

@@ -1,23 +1,14 @@
 """compare_solvers.py end to end on the shipped tiny ADM at a few steps: rows, network passes, the KID column."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("compare_solvers", REPO / "scripts" / "compare_solvers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .conftest import load_script
 
 
 def test_compare_solvers_rows_passes_and_kid(tmp_path):
     out = tmp_path / "cmp"
-    _script().main(
+    load_script("compare_solvers.py").main(
         ["--prior", "tiny_adm", "--solvers", "dps", "--tasks", "box_inpaint", "--n", "2", "--reference", "8",
          "--out", str(out), "solver.num_steps=3"]
     )  # fmt: skip

@@ -1,109 +1,29 @@
-"""tiny_prior_report.py's solver comparison: which rows it runs and how the cost table adds them up."""
+"""scripts/tiny_prior_report.py end to end on the shipped tiny ADM at two steps: rows, passes, tables, pictures."""
 
-import argparse
-import importlib.util
-from pathlib import Path
+import json
+import math
 
-import torch
-
-from priors.adm import ADMPrior
-
-REPO = Path(__file__).resolve().parents[2]
+from .conftest import load_script
 
 
-def _report():
-    spec = importlib.util.spec_from_file_location("tiny_prior_report", REPO / "scripts" / "tiny_prior_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_variants_cover_every_solver_and_x0_choice():
-    report = _report()
-    args = argparse.Namespace(solvers="dps,diffpir", x0_from="unguided,guided")
-    rows = dict(report.variants(args, [1.0]))
-    assert list(rows) == [
-        "dps no PAG", "dps PAG s=1 (x0 unguided)", "dps PAG s=1 (x0 guided)",
-        "diffpir no PAG", "diffpir PAG s=1 (x0 unguided)", "diffpir PAG s=1 (x0 guided)",
-    ]  # fmt: skip
-    assert rows["diffpir PAG s=1 (x0 guided)"] == ["solver=diffpir", "pag.scale=1.0", "pag.x0_from=guided"]
-    # without --solvers: the config's solver and the original labels
-    plain = dict(report.variants(argparse.Namespace(solvers="", x0_from="unguided"), [2.0]))
-    assert plain == {"no PAG": [], "PAG s=2": ["pag.scale=2.0", "pag.x0_from=unguided"]}
-
-
-def test_pass_counter_and_cost_table():
-    report = _report()
-    prior = ADMPrior.from_preset("test", init="random", generator=torch.Generator().manual_seed(0)).eval()
-    counter = report.PassCounter(prior)
-    x = torch.randn(2, 3, 32, 32, requires_grad=True)
-    prior(x, 10).eps.sum().backward()
-    with torch.no_grad():
-        prior(x, 10)
-    assert (counter.forward, counter.backward) == (2, 1)
-
-    # diffusers' UNet returns a dataclass, where a module backward hook would never fire (PSLD read 0 backward passes)
-    from priors.sd import random_sd_prior
-
-    sd = random_sd_prior(seed=0, image_size=32)
-    counter = report.PassCounter(sd)
-    z = torch.randn(1, *sd.sample_shape, requires_grad=True)
-    sd(z, 10).eps.sum().backward()
-    with torch.no_grad():
-        sd(z, 10)
-    assert (counter.forward, counter.backward) == (2, 1)
-
-    def row(seconds, forward, backward):
-        return {"seconds_per_image": seconds, "forward_passes": forward, "backward_passes": backward}
-
-    results = {
-        "a": {"rows": {"naive": {}, "dps": row(2.0, 250, 250), "diffpir": row(0.5, 100, 0)}},
-        "b": {"rows": {"naive": {}, "dps": row(4.0, 250, 250), "diffpir": row(1.0, 100, 0)}},
-    }
-    lines = report.cost_table(results).splitlines()
-    assert lines[2] == "| dps | 6.00 | 250 | 250 | 1.00 |"
-    assert lines[3] == "| diffpir | 1.50 | 100 | 0 | 0.25 |"
-
-
-def test_table_scale_row_uses_the_step_size_table():
-    report = _report()
-    assert report.parse_scales("1,table") == [1.0, "table"]
-    args = argparse.Namespace(solvers="", x0_from="unguided", intervals="0:500")
-    rows = dict(report.variants(args, ["table"]))
-    assert rows["PAG (table)"] == ["pag.enabled=true", "pag.x0_from=unguided"]
-    assert rows["PAG (table) t in [0, 500]"] == ["pag.enabled=true", "pag.interval=[0,500]"]
-
-
-def test_each_pag_row_is_paired_with_its_own_solvers_no_pag_row():
-    report = _report()
-    labels = ["label", "naive", "dps no PAG", "dps PAG s=1", "diffpir no PAG", "diffpir PAG s=1 (x0 guided)"]
-    assert report.paired_baselines(labels) == {
-        "dps PAG s=1": "dps no PAG",
-        "diffpir PAG s=1 (x0 guided)": "diffpir no PAG",
-    }
-    results = {
-        task: {
-            "rows": {
-                "no PAG": {},
-                "PAG (table)": {
-                    "kid_vs_baseline": {"baseline": "no PAG", "kid_difference": d, "kid_difference_std": 0.01}
-                },
-            }
-        }
-        for task, d in (("box_inpaint", -0.0625), ("sr4", 0.125))
-    }
-    lines = report.restoration_kid_difference_table(results).splitlines()
-    assert lines[0] == "| KID difference ± std (paired) | box_inpaint | sr4 |"
-    assert lines[2] == "| PAG (table) − no PAG | -0.062 ± 0.010 | +0.125 ± 0.010 |"
-
-
-def test_distribution_table_shows_the_paired_difference_where_a_row_has_one():
-    report = _report()
-    stats = {"kid": 1.0, "kid_std": 0.25, "fid": 40.0, "sharpness": 0.01, "contrast": 0.1, "clipped": 0.02}
-    rows = {
-        "no PAG": stats,
-        "PAG s=1": stats | {"kid_vs_baseline": {"kid_difference": -0.125, "kid_difference_std": 0.05}},
-    }
-    lines = report.distribution_table(rows, 64).splitlines()
-    assert lines[2] == "| no PAG | 1.000 ± 0.250 |  | 40.00 | 0.0100 | 0.100 | 2.00 |"
-    assert lines[3] == "| PAG s=1 | 1.000 ± 0.250 | -0.125 ± 0.050 | 40.00 | 0.0100 | 0.100 | 2.00 |"
+def test_tiny_prior_report_rows_passes_and_tables(tmp_path):
+    out = tmp_path / "report"
+    argv = ["--prior", "tiny_adm", "--tasks", "box_inpaint", "--n", "2", "--scales", "1", "--samples", "0",
+            "--features", "none", "--out", str(out), "solver.num_steps=2"]  # fmt: skip
+    load_script("tiny_prior_report.py").main(argv)
+    report = json.loads((out / "report.json").read_text())
+    rows = report["results"]["box_inpaint"]
+    assert list(rows) == ["naive", "no PAG", "PAG s=1"]
+    for row in rows.values():
+        assert len(row["psnr"]) == 2 and all(math.isfinite(v) for v in row["psnr"])
+    # DPS (Chung et al. 2023, Algorithm 1): one network call and one gradient through it per step; PAG adds the
+    # perturbed call, without a graph
+    assert (rows["no PAG"]["forward_passes"], rows["no PAG"]["backward_passes"]) == (2, 2)
+    assert (rows["PAG s=1"]["forward_passes"], rows["PAG s=1"]["backward_passes"]) == (4, 2)
+    assert report["command"] == "python scripts/tiny_prior_report.py " + " ".join(argv)
+    psnr, cost = (out / "table.md").read_text().strip().split("\n\n")
+    assert psnr.splitlines()[0] == "| PSNR (dB) ± std / SSIM | box_inpaint |" and len(psnr.splitlines()) == 5
+    # per image, summed over the one task: the passes above
+    costs = {line.split(" | ")[0][2:]: line.split(" | ")[2:4] for line in cost.splitlines()[2:]}
+    assert costs == {"no PAG": ["2", "2"], "PAG s=1": ["4", "2"]}
+    assert (out / "box_inpaint.png").is_file()

@@ -1,20 +1,14 @@
 """The latent-prior training script runs its stages, resumes, and exports a folder that load_sd reads."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
 from operators.random import generators_from_seeds
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_latent_prior.py"
+from .conftest import load_script
 
 
 def _main(*argv: str) -> None:
-    spec = importlib.util.spec_from_file_location("train_latent_prior", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(list(argv))
+    load_script("train_latent_prior.py").main(list(argv))
 
 
 def test_stages_export_and_load(tmp_path):

@@ -1,6 +1,5 @@
 """The tiny-prior training script is deterministic and resumes where it stopped."""
 
-import importlib.util
 from pathlib import Path
 
 import torch
@@ -8,14 +7,11 @@ from safetensors.torch import load_file
 
 from priors.tiny import TINY_ADM_CONFIG
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_prior.py"
+from .conftest import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("train_prior", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_prior.py")
 
 
 def _train(out: Path, steps: int) -> dict:
