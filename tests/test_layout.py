@@ -29,7 +29,7 @@ def imported(path: Path, known: set[str]) -> set[str]:
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets = [(a.name, []) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -53,6 +53,19 @@ def imported(path: Path, known: set[str]) -> set[str]:
                     out.add(prefix)
     out.discard(name)
     return out
+
+
+def runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` except what sits under ``if TYPE_CHECKING:`` (annotations only: never imported at run
+    time, so no circle)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
 
 
 def cycles(package: str) -> list[list[str]]:
