@@ -211,13 +211,15 @@ class Problem:
         self.prior.autocast_dtype = self.prior.vae_autocast_dtype = torch.bfloat16 if lever == "bf16" else None
 
     def step(self, case: Case) -> torch.Tensor:
+        from solvers import StepContext
+
         solver, predictor = self.solver(case)
         self.set_lever(case.lever)
         i = len(solver.schedule) // 2  # a mid-chain step: PAG is active, nothing special about it
         if case.mode == "bare":
             return BARE_STEPS[self.solver_name](self, solver, i)
         # PSLD's DDIM step with eta = 0 does not use the noise
-        return solver.step(predictor, i, self.x_t, self.y, self.noise, self.generators)[0]
+        return solver.step(StepContext(predictor, self.y, self.generators, self.noise), i, self.x_t)[0]
 
     def sync(self) -> None:
         if self.device.startswith("cuda"):

@@ -50,6 +50,7 @@ import torch
 from torch import Tensor
 
 from operators import Operator
+from operators.random import randn
 from priors import EDMDenoiser, LatentPrior, Prior
 
 from .chain import ChainSolver, StepContext
@@ -169,15 +170,19 @@ class DAPS(ChainSolver):
         """lr_i = lr (1 + i / (N + 1) (lr_min_ratio - 1)) (the official ratio divides by N + 1)."""
         return self.lr * (1 + i / (self.num_steps + 1) * (self.lr_min_ratio - 1))
 
-    def mcmc(self, ctx: StepContext, x0_hat: Tensor, i: int) -> Tensor:
+    def mcmc(self, x0_hat: Tensor, y: Tensor, i: int, generators: list[torch.Generator]) -> Tensor:
         """x0_y: ``mcmc_steps`` Langevin / HMC steps from x0_hat on p(x0 | x_i, y) ~ exp(-||y - A x0||^2 / tau^2
         - ||x0 - x0_hat||^2 / (2 sigma_i^2))."""
         lr, sigma = self.step_size(i), self.sigmas[i]
+
+        def noise() -> Tensor:
+            return randn(x0_hat.shape, generators, device=x0_hat.device, dtype=x0_hat.dtype)
+
         x = x0_hat.detach().clone()
-        velocity = ctx.randn(x0_hat) if self.mc_algo == "hmc" else None
+        velocity = noise() if self.mc_algo == "hmc" else None
         for _ in range(self.mcmc_steps):
-            score = self.data_gradient(x, ctx.y) * (-1 / self.tau**2) + (x0_hat - x) * (1 / sigma**2)
-            z = ctx.randn(x0_hat)
+            score = self.data_gradient(x, y) * (-1 / self.tau**2) + (x0_hat - x) * (1 / sigma**2)
+            z = noise()
             if velocity is None:
                 x = x + lr * score + math.sqrt(2 * lr) * z
             else:
@@ -188,7 +193,7 @@ class DAPS(ChainSolver):
     def step(self, ctx: StepContext, i: int, x: Tensor) -> tuple[Tensor, Tensor]:
         """One annealing step from x_i (EDM scaling, noise level sigma_i): returns (x_{i+1}, x0_hat), detached."""
         x0_hat = self.reverse_ode(ctx.predict, x.detach(), i)
-        x0_y = x0_hat if ctx.y is None or self.operator is None else self.mcmc(ctx, x0_hat, i)
+        x0_y = x0_hat if ctx.y is None or self.operator is None else self.mcmc(x0_hat, ctx.y, i, ctx.generators)
         sigma_next = self.sigmas[i + 1]
         if sigma_next > 0:
             x0_y = x0_y + sigma_next * ctx.randn(x0_y)
