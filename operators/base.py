@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .linalg import CG_MAX_ITER, CG_TOL, pinv_cg, prox_cg
 from .noise import GaussianNoise, NoiseModel, make_noise
 from .random import Generators
 
@@ -36,7 +37,14 @@ class Operator(nn.Module):
     - ``op.adjoint(y)`` is the exact adjoint A^T: <A x, y> = <x, A^T y>;
     - ``op.transpose(y)`` is the back-projection PSLD's gluing term uses (DPS's ``transpose``);
       it equals the adjoint unless a subclass documents otherwise;
-    - ``op.measure(x, generator)`` is A x + n.
+    - ``op.measure(x, generator)`` is A x + n;
+    - ``op.is_linear``: whether A is linear (the algebra below needs it);
+    - ``op.noise_sigma``: the Gaussian noise std on the [-1, 1] scale (0.0 noiseless, None: not Gaussian);
+    - ``op.prox_l2(y, x0, rho)`` = argmin_x ||y - A x||^2 + rho ||x - x0||^2;
+    - ``op.pinv(y)`` = A^+ y, the minimum-norm least-squares solution of A x = y.
+
+    ``prox_l2`` and ``pinv`` default to conjugate gradients with the exact adjoint (``operators/linalg.py``),
+    which always work for a linear operator; subclasses override them with their closed forms (docs/operators.md).
 
     Random parameters (masks, kernels) are drawn once, at construction, from explicit generators,
     and stored as buffers with a leading batch dimension (one per image, or 1 to broadcast).
@@ -44,6 +52,16 @@ class Operator(nn.Module):
 
     #: registry name, set by subclasses
     name: str = "operator"
+
+    #: A is linear and ``adjoint`` is its exact adjoint. Conservative default: False for an operator without an
+    #: adjoint; a subclass that defines ``adjoint`` is linear unless it sets ``is_linear`` itself (an adjoint
+    #: exists only for a linear map). ``prox_l2`` and ``pinv``'s defaults refuse a nonlinear operator.
+    is_linear: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "is_linear" not in cls.__dict__ and "adjoint" in cls.__dict__:
+            cls.is_linear = True
 
     def __init__(self, noise: NoiseSpec = None):
         super().__init__()
@@ -56,7 +74,51 @@ class Operator(nn.Module):
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:  # A^T y
         raise NotImplementedError
 
-    # -- provided -----------------------------------------------------------------------------
+    # -- provided (defaults that always work for a linear A; closed forms override them) -------
+    @property
+    def noise_sigma(self) -> float | None:
+        """The measurement noise's Gaussian std on the [-1, 1] scale: 0.0 if noiseless, None if not Gaussian."""
+        return self.noise.sigma
+
+    @property
+    def observed_mask(self) -> torch.Tensor | None:
+        """The binary mask (1 = observed) of an operator that observes pixels unchanged and drops the others
+        (inpainting), None otherwise: where a restoration may be pasted over by the measurement."""
+        return None
+
+    def prox_l2(
+        self,
+        y: torch.Tensor,
+        x0: torch.Tensor,
+        rho: float | torch.Tensor,
+        *,
+        max_iter: int = CG_MAX_ITER,
+        tol: float = CG_TOL,
+    ) -> torch.Tensor:
+        """argmin_x ||y - A x||^2 + rho ||x - x0||^2 = (A^T A + rho I)^{-1} (A^T y + rho x0).
+
+        ``rho``: a float or one per image. Default: conjugate gradients from x0 with the exact adjoint, per image,
+        stopping at ``max_iter`` iterations or a relative residual ``tol``.
+        """
+        self._require_linear("prox_l2")
+        return prox_cg(self, y, x0, rho, max_iter=max_iter, tol=tol)
+
+    def pinv(self, y: torch.Tensor, *, max_iter: int = CG_MAX_ITER, tol: float = CG_TOL) -> torch.Tensor:
+        """A^+ y (Moore-Penrose): the minimum-norm least-squares solution of A x = y.
+
+        Default: conjugate gradients on the normal equations A^T A x = A^T y started from 0 (its iterates stay in
+        range(A^T), so it converges to the minimum-norm solution), per image, bounded by ``max_iter`` / ``tol``.
+        """
+        self._require_linear("pinv")
+        return pinv_cg(self, y, max_iter=max_iter, tol=tol)
+
+    def _require_linear(self, what: str) -> None:
+        if not self.is_linear:
+            raise NotImplementedError(
+                f"{type(self).__name__}.{what}: the default needs a linear operator with an exact adjoint "
+                "(is_linear is False); a nonlinear operator must override it"
+            )
+
     def transpose(self, y: torch.Tensor) -> torch.Tensor:
         """Back-projection used by PSLD's gluing term; the adjoint unless overridden."""
         return self.adjoint(y)

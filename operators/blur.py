@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import NoiseSpec, Operator
+from .linalg import CG_MAX_ITER, CG_TOL, Linear, per_image, pinv_cg, prox_cg
 from .random import Generators, parameter_generators, rand_scalar
 
 BlurTranspose = Literal["identity", "adjoint"]
@@ -203,6 +204,46 @@ def reflect_index(length: int, pad: int, device: torch.device | None = None) -> 
     return torch.where(index > length - 1, 2 * (length - 1) - index, index)
 
 
+def circular_transfer(kernel: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """FFT of the centred kernel, (B or 1, 1, H, W//2+1): the circular counterpart of ``Blur`` (a correlation:
+    its transfer function is the conjugate of this, its adjoint's is this)."""
+    k = kernel.shape[-1]
+    padded = kernel.new_zeros(kernel.shape[0], 1, height, width)
+    padded[..., :k, :k] = kernel[:, None]
+    centred = torch.roll(padded, shifts=(-(k // 2), -(k // 2)), dims=(-2, -1))
+    return torch.fft.rfft2(centred)
+
+
+def circular_blur_solver(kernel: torch.Tensor, rho: float | torch.Tensor, like: torch.Tensor) -> Linear:
+    """rhs -> (B^H B + rho I)^{-1} rhs for B the circular correlation with ``kernel`` (B or 1, k, k), on images of
+    ``like``'s size: DiffPIR's FFT closed form (its denominator computed once)."""
+    height, width = like.shape[-2:]
+    transfer = circular_transfer(kernel.to(device=like.device, dtype=like.dtype), height, width)
+    denominator = transfer.abs() ** 2 + per_image(rho, like)
+    return lambda rhs: torch.fft.irfft2(torch.fft.rfft2(rhs) / denominator, s=(height, width))
+
+
+def circular_blur_prox(kernel: torch.Tensor, rhs: torch.Tensor, rho: float | torch.Tensor) -> torch.Tensor:
+    """(B^H B + rho I)^{-1} rhs for B the circular correlation with ``kernel``: see ``circular_blur_solver``."""
+    return circular_blur_solver(kernel, rho, rhs)(rhs)
+
+
+def circular_blur_pinv(kernel: torch.Tensor, y: torch.Tensor, rcond: float) -> torch.Tensor:
+    """B^+ y for B the circular correlation with ``kernel`` (B or 1, k, k), through its transfer function T:
+    y's spectrum times T / |T|^2 where |T| > rcond max |T| (per kernel), 0 elsewhere (the truncated pseudo-inverse,
+    as ``torch.linalg.pinv(B, rtol=rcond)``: B's singular values are the |T|)."""
+    height, width = y.shape[-2:]
+    transfer = circular_transfer(kernel.to(device=y.device, dtype=y.dtype), height, width)
+    gain = transfer.abs()
+    keep = gain > rcond * gain.amax(dim=(-2, -1), keepdim=True)
+    inverse = torch.where(keep, transfer / torch.where(keep, gain**2, torch.ones_like(gain)), 0)
+    return torch.fft.irfft2(torch.fft.rfft2(y) * inverse, s=(height, width))
+
+
+#: default relative threshold on the blur's (circular) singular values for ``Blur.pinv``
+PINV_RCOND = 1e-6
+
+
 class Blur(Operator):
     """A x = k ⋆ reflect_pad(x, k // 2): depthwise cross-correlation, the same kernel on every channel (DPS).
 
@@ -220,9 +261,21 @@ class Blur(Operator):
 
     ``transpose``: ``"identity"`` (default) is DPS's ``transpose`` for blur (**quirk**: y itself, which PSLD's
     gluing term then uses); ``"adjoint"`` is the exact A^T.
+
+    Algebra: the reflect padding makes A a matrix no FFT diagonalises (DiffPIR's code measures with circular
+    boundaries, ``mode='wrap'``, so that its FFT formula is exact). ``prox_l2`` runs conjugate gradients on the
+    exact A^T A + rho I, preconditioned by the FFT closed form of the same kernel with circular boundaries and
+    started from it (``max_iter=0``: that FFT step alone, approximate near the borders). ``pinv`` does the same on
+    the normal equations: started from the circular truncated pseudo-inverse (``circular_blur_pinv``, transfer
+    function inverted where |T| > rcond max |T|), preconditioned by (|T|^2 + (rcond max |T|)^2)^{-1}. The iterations
+    solve the exact normal equations, so they converge to A^+ y when the reflect-padded A has full rank (its
+    singular values are not the |T|); ``rcond`` only regularises the start and the preconditioner, and on a
+    badly conditioned A ``max_iter`` is what bounds the noise amplification. For a rank-deficient A the start and
+    preconditioner can leave a null-space component: ``Operator.pinv`` (unpreconditioned, from 0) is min-norm.
     """
 
     name = "blur"
+    is_linear = True
 
     def __init__(
         self,
@@ -307,6 +360,39 @@ class Blur(Operator):
         # adjoint of reflect padding: add every padded pixel back onto the pixel it copies
         rows = y.new_zeros(batch, channels, height, size[1]).index_add(-2, reflect_index(height, pad, y.device), padded)
         return y.new_zeros(batch, channels, height, width).index_add(-1, reflect_index(width, pad, y.device), rows)
+
+    def prox_l2(
+        self,
+        y: torch.Tensor,
+        x0: torch.Tensor,
+        rho: float | torch.Tensor,
+        *,
+        max_iter: int = CG_MAX_ITER,
+        tol: float = CG_TOL,
+    ) -> torch.Tensor:
+        """CG on the exact (reflect-padded) blur, preconditioned by and started from the circular FFT closed form
+        (``max_iter=0``: the FFT closed form alone); see the class docstring."""
+        rho_t = per_image(rho, x0)
+        precondition = circular_blur_solver(self.kernel, rho_t, x0)
+        x_init = precondition(self.adjoint(y) + rho_t * x0)
+        if max_iter == 0:
+            return x_init
+        return prox_cg(self, y, x0, rho_t, precondition=precondition, max_iter=max_iter, tol=tol, x_init=x_init)
+
+    def pinv(
+        self, y: torch.Tensor, *, max_iter: int = CG_MAX_ITER, tol: float = CG_TOL, rcond: float = PINV_RCOND
+    ) -> torch.Tensor:
+        """A^+ y by CG on the normal equations, started from and preconditioned by the circular transfer function
+        (``max_iter=0``: the circular truncated pseudo-inverse alone); see the class docstring."""
+        if not rcond > 0:
+            raise ValueError(f"rcond must be > 0, got {rcond}")
+        x_init = circular_blur_pinv(self.kernel, y, rcond)
+        if max_iter == 0:
+            return x_init
+        gain = circular_transfer(self.kernel.to(device=y.device, dtype=y.dtype), *y.shape[-2:]).abs()
+        delta = (rcond * gain.amax(dim=(-2, -1))) ** 2
+        precondition = circular_blur_solver(self.kernel, delta.reshape(-1), y)
+        return pinv_cg(self, y, precondition=precondition, max_iter=max_iter, tol=tol, x_init=x_init)
 
     def transpose(self, y: torch.Tensor) -> torch.Tensor:
         """DPS's back-projection for blur, the identity, by default; see the class docstring."""

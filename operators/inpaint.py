@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 
 from .base import NoiseSpec, Operator
+from .linalg import CG_MAX_ITER, CG_TOL, per_image
 from .random import Generators, parameter_generators, rand_scalar
 
 InpaintTranspose = Literal["identity", "adjoint"]
@@ -25,7 +26,8 @@ def as_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
 class Inpainting(Operator):
     """A x = m * x for a fixed binary mask buffer ``mask`` of shape (B or 1, 1, H, W), 1 = observed.
 
-    A is diagonal, so its exact adjoint is A itself (A^T y = m * y).
+    A is diagonal, so its exact adjoint is A itself (A^T y = m * y), and its algebra is elementwise:
+    ``pinv`` is m * y (m binary: m^+ = m), ``prox_l2`` is (m y + rho x0) / (m + rho) (DiffPIR's official code).
 
     ``transpose`` (PSLD's back-projection A^T y in its gluing term):
       - ``"identity"`` (default): DPS's ``InpaintingOperator.transpose`` returns y unchanged (**quirk**, kept so
@@ -35,6 +37,7 @@ class Inpainting(Operator):
     """
 
     name = "inpainting"
+    is_linear = True
 
     def __init__(self, mask: torch.Tensor, noise: NoiseSpec = None, transpose_mode: InpaintTranspose = "identity"):
         super().__init__(noise)
@@ -64,6 +67,28 @@ class Inpainting(Operator):
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return y * self._mask_for(y, "measurement")
+
+    @property
+    def observed_mask(self) -> torch.Tensor:
+        return self.mask
+
+    def prox_l2(
+        self,
+        y: torch.Tensor,
+        x0: torch.Tensor,
+        rho: float | torch.Tensor,
+        *,
+        max_iter: int = CG_MAX_ITER,
+        tol: float = CG_TOL,
+    ) -> torch.Tensor:
+        """Closed form: A^T A = diag(m), so x = (m y + rho x0) / (m + rho); ``max_iter`` / ``tol`` are unused."""
+        mask = self.mask.to(device=x0.device, dtype=x0.dtype)
+        rho = per_image(rho, x0)
+        return (self.adjoint(y) + rho * x0) / (mask + rho)
+
+    def pinv(self, y: torch.Tensor, *, max_iter: int = CG_MAX_ITER, tol: float = CG_TOL) -> torch.Tensor:
+        """Closed form: A^+ = diag(m)^+ = diag(m) (m binary), so A^+ y = m * y; ``max_iter`` / ``tol`` are unused."""
+        return self.adjoint(y)
 
     def transpose(self, y: torch.Tensor) -> torch.Tensor:
         """DPS's back-projection (identity) by default; see the class docstring."""

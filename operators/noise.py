@@ -9,13 +9,21 @@ from .random import Generators, as_generator_list, randn
 
 
 class NoiseModel(nn.Module):
-    """Adds measurement noise; randomness comes only from the generator(s) passed in."""
+    """Adds measurement noise; randomness comes only from the generator(s) passed in.
+
+    ``sigma``: the Gaussian std on the [-1, 1] scale, 0.0 for no noise, None for a model with no Gaussian level
+    (Poisson): what solvers that weigh the data by a noise level read.
+    """
+
+    sigma: float | None = None
 
     def forward(self, y: torch.Tensor, generator: Generators | None = None) -> torch.Tensor:
         raise NotImplementedError
 
 
 class NoNoise(NoiseModel):
+    sigma = 0.0
+
     def forward(self, y: torch.Tensor, generator: Generators | None = None) -> torch.Tensor:
         return y
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import NoiseSpec, Operator
+from .linalg import CG_MAX_ITER, CG_TOL, per_image
 
 SRTranspose = Literal["nearest", "bicubic", "adjoint"]
 
@@ -68,9 +69,16 @@ class SuperResolution(Operator):
         naive inverse.
       - ``"adjoint"``: the exact A^T. Note its scale: each output pixel's weights sum to 1, so each input pixel
         receives about 1/f of a weight per axis, and A^T of a constant c is about c / f^2, not c.
+
+    Closed forms (exact, no iterations): ``pinv`` is D_h^+ y (D_w^+)^T (the pseudo-inverse of a Kronecker product
+    is the Kronecker product of the pseudo-inverses); ``prox_l2`` works in the eigenbases U_h, U_w of the Gram
+    matrices D_h^T D_h and D_w^T D_w, where A^T A + rho I is diagonal. Our A is conv + decimation only in the
+    interior (its border rows fold mirrored taps back), so the FFT formula of USRNet / DiffPIR (circular
+    boundaries) would solve a different problem at the borders. Both are cached per size and device.
     """
 
     name = "super_resolution"
+    is_linear = True
 
     def __init__(self, factor: float = 4, noise: NoiseSpec = None, transpose_mode: SRTranspose = "nearest"):
         super().__init__(noise)
@@ -80,6 +88,9 @@ class SuperResolution(Operator):
         self.transpose_mode = transpose_mode
         # (H, W, device, dtype) -> (D_h, D_w): derived data, rebuilt on demand, not part of the state dict
         self._matrices: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        # (H, W, device) -> Gram eigendecompositions (float64); (H, W, device, dtype) -> (D_h^+, D_w^+)
+        self._eigen: dict[tuple, tuple[torch.Tensor, ...]] = {}
+        self._pinv_matrices: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def matrices(self, height: int, width: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(D_h, D_w) for an input of size (height, width), on ``like``'s device and in its dtype (cached)."""
@@ -90,6 +101,51 @@ class SuperResolution(Operator):
                 downsampling_matrix(n, self.factor).to(device=like.device, dtype=like.dtype) for n in (height, width)
             )
         return self._matrices[key]
+
+    def gram_eigen(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Eigendecompositions (float64) of D_h^T D_h and D_w^T D_w: (evals_h, U_h, evals_w, U_w) (cached)."""
+        key = (height, width, device)
+        if key not in self._eigen:
+            like = torch.empty(0, dtype=torch.float64, device=device)
+            d_h, d_w = self.matrices(height, width, like)
+            evals_h, evecs_h = torch.linalg.eigh(d_h.T @ d_h)
+            evals_w, evecs_w = torch.linalg.eigh(d_w.T @ d_w)
+            self._eigen[key] = (evals_h.clamp_min(0), evecs_h, evals_w.clamp_min(0), evecs_w)
+        return self._eigen[key]
+
+    def pinv_matrices(self, height: int, width: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(D_h^+, D_w^+) for an input of size (height, width), computed in float64, in ``like``'s dtype (cached)."""
+        key = (height, width, like.device, like.dtype)
+        if key not in self._pinv_matrices:
+            double = torch.empty(0, dtype=torch.float64, device=like.device)
+            self._pinv_matrices[key] = tuple(
+                torch.linalg.pinv(d).to(like.dtype) for d in self.matrices(height, width, double)
+            )
+        return self._pinv_matrices[key]
+
+    def prox_l2(
+        self,
+        y: torch.Tensor,
+        x0: torch.Tensor,
+        rho: float | torch.Tensor,
+        *,
+        max_iter: int = CG_MAX_ITER,
+        tol: float = CG_TOL,
+    ) -> torch.Tensor:
+        """Exact closed form: in the Gram eigenbases U_h, U_w, A^T A + rho I is diagonal with entries
+        lambda_h[i] lambda_w[j] + rho. ``max_iter`` / ``tol`` are unused."""
+        height, width = x0.shape[-2:]
+        evals_h, evecs_h, evals_w, evecs_w = (v.to(x0.dtype) for v in self.gram_eigen(height, width, x0.device))
+        rho = per_image(rho, x0)
+        b = self.adjoint(y) + rho * x0
+        coeffs = (evecs_h.T @ b @ evecs_w) / (evals_h[:, None] * evals_w[None, :] + rho)
+        return evecs_h @ coeffs @ evecs_w.T
+
+    def pinv(self, y: torch.Tensor, *, max_iter: int = CG_MAX_ITER, tol: float = CG_TOL) -> torch.Tensor:
+        """Exact closed form A^+ y = D_h^+ y (D_w^+)^T; ``max_iter`` / ``tol`` are unused."""
+        self.check_image(y, "measurement")
+        p_h, p_w = self.pinv_matrices(y.shape[-2] * self.factor, y.shape[-1] * self.factor, y)
+        return p_h @ (y @ p_w.T)
 
     def _check_divisible(self, height: int, width: int) -> None:
         if height % self.factor or width % self.factor:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from evaluation import ImageScorer, MetricResult, describe, distribution_between_files
 from imaging import image_row, restoration_grid, save_image
-from operators import Inpainting
+from operators import Operator
 from solvers import DivergenceError, StepInfo
 from solvers.chain import should_call
 
@@ -58,9 +58,10 @@ def scored_recon(cfg: DictConfig, masked: bool, reference: bool) -> str:
     return str(on)
 
 
-def paste(operator: Inpainting, recon: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """mask * label + (1 - mask) * recon, at the working resolution (PSLD_PAG, stable-diffusion/scripts/inverse.py)."""
-    mask = operator.mask.detach().float().cpu()
+def paste(operator: Operator, recon: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """mask * label + (1 - mask) * recon, at the working resolution (PSLD_PAG, stable-diffusion/scripts/inverse.py),
+    for an operator with an ``observed_mask`` (inpainting)."""
+    mask = operator.observed_mask.detach().float().cpu()
     return mask * labels.float() + (1 - mask) * recon
 
 
@@ -137,7 +138,7 @@ def plan(cfg: DictConfig) -> Plan:
     size = int(cfg.prior.image_size)
     reference = bool(cfg.solver.get("reference", False))
     operator, measurement_shape = check_operator(cfg.task, size, device, dtype, reference)
-    recon_kind = scored_recon(cfg, isinstance(operator, Inpainting), reference)
+    recon_kind = scored_recon(cfg, operator.observed_mask is not None, reference)
     metrics_size = None if cfg.metrics.size is None else int(cfg.metrics.size)
     # PSLD_PAG upsamples its 256 px data to 512 with nearest; ours: bicubic
     resample = "nearest" if reference and bool(cfg.prior.latent) else "bicubic"
@@ -226,7 +227,7 @@ class Experiment:
 
         recon = solver.restore(y, streams.sampler, callback=step_done, callback_every=1)
         recon = recon.detach().float().cpu()
-        pasted = paste(operator, recon, labels) if isinstance(operator, Inpainting) else None
+        pasted = paste(operator, recon, labels) if operator.observed_mask is not None else None
         return [
             Restored(
                 s,

@@ -4,7 +4,7 @@ Per step from t_i to t_{i+1} (paper Algorithm 1; official code yuanzhi-zhu/DiffP
     eps, eps_guided = NoisePredictor(x_t, t)                       (PAG: eps_guided = eps + s (eps - eps_perturbed))
     x0_hat   = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t),  clamped to [-1, 1]          (the denoiser, eq. 12)
     rho_t    = lambda sigma_y^2 / sigma_t^2,   sigma_t^2 = (1 - abar_t) / abar_t
-    x0_data  = argmin_x ||y - A x||^2 + rho_t ||x - x0_hat||^2                        (data step, eq. 13)
+    x0_data  = argmin_x ||y - A x||^2 + rho_t ||x - x0_hat||^2 = A.prox_l2(y, x0_hat, rho_t)  (data step, eq. 13)
     x0_step  = x0_data + (x0_guided - x0_hat)                   (PAG's correction; 0 without guidance)
     eps_hat  = (x_t - sqrt(abar_t) x0_step) / sqrt(1 - abar_t)                                   (eq. 14)
     x_{t-1}  = sqrt(abar_{t-1}) x0_step + sqrt(1 - abar_{t-1}) (sqrt(1 - zeta) eps_hat + sqrt(zeta) eps_t)  (eq. 15)
@@ -35,12 +35,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from operators import GaussianNoise, NoNoise, Operator
+from operators import Operator
 from priors import DiffusionPrior, VPDenoiser
 
 from .chain import ChainSolver, StepContext
 from .guidance import PAG
-from .proximal import DataProximal
 
 #: the official code's floor on the noise level in rho_t (noiseless measurements)
 MIN_SIGMA_Y = 0.001
@@ -63,13 +62,12 @@ def quad_timesteps(num_train_timesteps: int, num_steps: int) -> list[int]:
 def measurement_sigma(operator: Operator) -> float:
     """The operator's Gaussian noise std on the [-1, 1] scale (0 for noiseless); other noise models need
     ``sigma_y`` given explicitly."""
-    if isinstance(operator.noise, GaussianNoise):
-        return operator.noise.sigma
-    if isinstance(operator.noise, NoNoise):
-        return 0.0
-    raise ValueError(
-        f"DiffPIR's rho_t needs a Gaussian noise level; {type(operator.noise).__name__} has none: pass sigma_y="
-    )
+    sigma = operator.noise_sigma
+    if sigma is None:
+        raise ValueError(
+            f"DiffPIR's rho_t needs a Gaussian noise level; {type(operator.noise).__name__} has none: pass sigma_y="
+        )
+    return sigma
 
 
 @dataclass(eq=False)
@@ -122,7 +120,6 @@ class DiffPIR(ChainSolver):
         self.schedule = self.prior.schedule.sampling(timesteps)
         self.timesteps = self.schedule.timesteps.tolist()
         self.denoiser = VPDenoiser(self.schedule, clip_x0=self.clip_x0)
-        self.prox = DataProximal(self.operator, max_iter=self.cg_max_iter, tol=self.cg_tol)
 
     def rho(self, i: int) -> float:
         """rho_t = lambda sigma_y^2 / sigma_t^2 with sigma_t^2 = (1 - abar_t) / abar_t."""
@@ -138,7 +135,7 @@ class DiffPIR(ChainSolver):
         with torch.no_grad():
             pred = ctx.predict(x_t, self.timesteps[i])
             x0_hat = x0_of(i, x_t, pred.eps_data)  # the data step's anchor: unguided unless pag.x0_from="guided"
-            x0_data = self.prox(ctx.y, x0_hat, self.rho(i))
+            x0_data = self.operator.prox_l2(ctx.y, x0_hat, self.rho(i), max_iter=self.cg_max_iter, tol=self.cg_tol)
             x0_step = x0_data
             if pred.guided:  # PAG moves the sampler's step after the data step (a shift of 0 for the guided anchor)
                 x0_step = x0_data + (x0_of(i, x_t, pred.eps_guided) - x0_hat)
