@@ -2,7 +2,8 @@
 
 Both are driven through one interface (the ``Prior`` protocol, ``LatentPrior`` for latent ones; base class
 ``DiffusionPrior``: ``prior(x_t, t) -> ModelOutput``) and both support perturbed self-attention for PAG
-(``perturbed_self_attention``; each prior says how through its ``attention_kind``).
+(``perturbed_self_attention``; each prior says how through its ``attention_kind``). ``VPDenoiser`` / ``EDMDenoiser``
+read x0_hat, the noise, the score and EDM's D(x; sigma) off one noise prediction: the solvers' only conversions.
 """
 
 from .attention import (
@@ -14,6 +15,7 @@ from .attention import (
     self_attention_layers,
 )
 from .base import DiffusionPrior, LatentPrior, ModelOutput, Prior
+from .denoiser import EDMDenoiser, VPDenoiser
 from .gaussian import GaussianPrior, linear_operator_matrix
 from .prefix import SharedPrefix, SkipBranch
 from .schedule import NoiseSchedule, SamplingSchedule
@@ -21,6 +23,7 @@ from .schedule import NoiseSchedule, SamplingSchedule
 __all__ = [
     "AttentionKind",
     "DiffusionPrior",
+    "EDMDenoiser",
     "GaussianPrior",
     "LatentPrior",
     "ModelOutput",
@@ -29,6 +32,7 @@ __all__ = [
     "SamplingSchedule",
     "SharedPrefix",
     "SkipBranch",
+    "VPDenoiser",
     "layer_aliases",
     "linear_operator_matrix",
     "perturbed_self_attention",

@@ -20,7 +20,7 @@ from evaluation import ImageScorer, MetricResult, describe, distribution_between
 from imaging import image_row, restoration_grid, save_image
 from operators import Operator
 from solvers import DivergenceError, StepInfo
-from solvers.common import should_call
+from solvers.chain import should_call
 
 from .build import (
     build_operator,

@@ -1,10 +1,11 @@
 """Posterior samplers over diffusion priors, with Perturbed-Attention Guidance, declared in one registry.
 
 ``SOLVERS`` maps a solver's name to its ``SolverSpec`` (class, prior space, step-size names, step-table section):
-DPS, DiffPIR and DAPS (pixel priors), PSLD and LatentDAPS (latent priors).
+DPS, DiffPIR and DAPS (pixel priors), PSLD and LatentDAPS (latent priors). Each is its settings and its
+``step(ctx, i, x) -> (x_next, x0_hat)``; ``run_chain`` (``ChainSolver.restore``) runs the steps for all of them.
 """
 
-from .common import DivergenceError, StepInfo
+from .chain import ChainSolver, DivergenceError, StepContext, StepInfo, run_chain
 from .daps import DAPS, LatentDAPS
 from .diffpir import DiffPIR
 from .dps import DPS
@@ -20,6 +21,7 @@ __all__ = [
     "PAG",
     "PSLD",
     "SOLVERS",
+    "ChainSolver",
     "DataProximal",
     "DiffPIR",
     "DivergenceError",
@@ -28,10 +30,12 @@ __all__ = [
     "NoisePredictor",
     "Solver",
     "SolverSpec",
+    "StepContext",
     "StepInfo",
     "data_prox",
     "default_solver",
     "prior_space",
+    "run_chain",
     "sample",
     "solvers_for",
 ]

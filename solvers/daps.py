@@ -44,16 +44,16 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import KW_ONLY, dataclass, field
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from operators import Operator
-from operators.random import Generators, randn
-from priors import LatentPrior, NoiseSchedule, Prior
+from operators.random import randn
+from priors import EDMDenoiser, LatentPrior, Prior
 
-from .common import StepCallback, StepInfo, check_finite, initial_noise, should_call
+from .chain import ChainSolver, StepContext
 from .guidance import PAG, NoisePredictor
 
 MC_ALGOS = ("langevin", "hmc")
@@ -67,33 +67,8 @@ def poly_sigmas(sigma_max: float, sigma_min: float, num_steps: int, rho: float =
     return (a + r * (b - a)) ** rho
 
 
-class EDMDenoiser:
-    """D(x; sigma_t) of a VP eps-prediction prior at the noise levels of its discrete training schedule."""
-
-    def __init__(self, schedule: NoiseSchedule):
-        abar = schedule.alphas_cumprod
-        self.sigmas = ((1 - abar) / abar).sqrt()  # (T,) float64, increasing with t
-
-    def snap(self, sigmas: Tensor) -> list[int]:
-        """The training timestep whose sigma_t is nearest to each of ``sigmas`` (in log sigma), repeats dropped."""
-        distance = (self.sigmas.log()[None, :] - torch.as_tensor(sigmas, dtype=torch.float64).log()[:, None]).abs()
-        steps: list[int] = []
-        for t in distance.argmin(dim=1).tolist():
-            if not steps or t != steps[-1]:
-                steps.append(int(t))
-        return steps
-
-    def sigma(self, t: int) -> float:
-        return float(self.sigmas[t])
-
-    def __call__(self, predict: NoisePredictor, x: Tensor, t: int, guided: bool) -> Tensor:
-        """D(x; sigma_t) = x - sigma_t eps(x / sqrt(1 + sigma_t^2), t), eps guided or not."""
-        sigma = self.sigma(t)
-        pred = predict(x * (1 / math.sqrt(1 + sigma**2)), t)
-        return x - sigma * (pred.eps_guided if guided else pred.eps)
-
-
-class DAPS:
+@dataclass(eq=False)
+class DAPS(ChainSolver):
     """DAPS posterior sampler over a pixel-space prior (official DAPS-1K defaults: 200 annealing x 5 ODE steps,
     100 Langevin steps). ``operator=None`` skips the MCMC (x0_y = x0_hat): the prior's annealed ODE sampler.
 
@@ -112,50 +87,43 @@ class DAPS:
         progress: show a tqdm bar over the annealing steps.
     """
 
+    stochastic = False  # a step draws its own noise (MCMC, re-noising) from ctx.generators
     latent = False
 
-    def __init__(
-        self,
-        prior: Prior,
-        operator: Operator | None = None,
-        lr: float = 1e-4,
-        tau: float = 0.01,
-        *,
-        num_steps: int = 200,
-        ode_steps: int = 5,
-        mcmc_steps: int = 100,
-        lr_min_ratio: float = 0.01,
-        sigma_max: float = 100.0,
-        sigma_min: float = 0.1,
-        ode_sigma_min: float = 0.01,
-        rho: float = 7.0,
-        mc_algo: str = "langevin",
-        momentum: float = 0.9,
-        grad_clip: float | None = None,
-        pag: PAG | None = None,
-        cond: object | None = None,
-        progress: bool = True,
-    ):
-        self._check_prior(prior)
-        if mc_algo not in MC_ALGOS:
-            raise ValueError(f"mc_algo must be one of {MC_ALGOS}, got {mc_algo!r}")
-        if min(num_steps, mcmc_steps) < 1 or ode_steps < 1:
+    prior: Prior = field(repr=False)
+    operator: Operator | None = field(default=None, repr=False)
+    lr: float = 1e-4
+    tau: float = 0.01
+    _: KW_ONLY
+    num_steps: int = 200
+    ode_steps: int = 5
+    mcmc_steps: int = 100
+    lr_min_ratio: float = 0.01
+    sigma_max: float = 100.0
+    sigma_min: float = 0.1
+    ode_sigma_min: float = 0.01
+    rho: float = 7.0
+    mc_algo: str = "langevin"
+    momentum: float = 0.9
+    grad_clip: float | None = None
+    pag: PAG | None = None
+    cond: object | None = field(default=None, repr=False)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self._check_prior(self.prior)
+        if self.mc_algo not in MC_ALGOS:
+            raise ValueError(f"mc_algo must be one of {MC_ALGOS}, got {self.mc_algo!r}")
+        if min(self.num_steps, self.mcmc_steps) < 1 or self.ode_steps < 1:
             raise ValueError("num_steps, ode_steps and mcmc_steps must be >= 1")
-        if not sigma_max > sigma_min > 0 or ode_sigma_min <= 0:
+        if not self.sigma_max > self.sigma_min > 0 or self.ode_sigma_min <= 0:
             raise ValueError("need sigma_max > sigma_min > 0 and ode_sigma_min > 0")
-        self.prior = prior
-        self.operator = operator
-        self.lr, self.tau, self.lr_min_ratio = float(lr), float(tau), float(lr_min_ratio)
-        self.num_steps, self.ode_steps, self.mcmc_steps = int(num_steps), int(ode_steps), int(mcmc_steps)
-        self.sigma_max, self.sigma_min, self.ode_sigma_min, self.rho = sigma_max, sigma_min, ode_sigma_min, rho
-        self.mc_algo, self.momentum = mc_algo, float(momentum)
-        self.grad_clip = grad_clip
-        self.pag = pag
-        self.cond = cond
-        self.progress = progress
-        self.denoiser = EDMDenoiser(prior.schedule)
+        self.lr, self.tau, self.lr_min_ratio = float(self.lr), float(self.tau), float(self.lr_min_ratio)
+        self.num_steps, self.ode_steps, self.mcmc_steps = int(self.num_steps), int(self.ode_steps), int(self.mcmc_steps)
+        self.momentum = float(self.momentum)
+        self.denoiser = EDMDenoiser(self.prior.schedule)
         # the official grid: N + 1 poly-rho levels, the last replaced by 0 (sigma_min itself is never used)
-        levels = poly_sigmas(sigma_max, sigma_min, self.num_steps, rho)[:-1]
+        levels = poly_sigmas(self.sigma_max, self.sigma_min, self.num_steps, self.rho)[:-1]
         self.timesteps = [self.denoiser.snap(s[None])[0] for s in levels]  # t_i of each annealing level
         self.sigmas = [self.denoiser.sigma(t) for t in self.timesteps] + [0.0]
 
@@ -163,22 +131,26 @@ class DAPS:
         if prior.is_latent:
             raise ValueError("DAPS runs on pixel-space priors; use LatentDAPS (solver latent_daps) for latent priors")
 
+    def start(self, x_T: Tensor) -> Tensor:
+        """x_T ~ N(0, I) is the VP start; x_T sqrt(1 + sigma_0^2) is the same point in EDM scaling."""
+        return x_T * math.sqrt(1 + self.sigmas[0] ** 2)
+
     # -- the three parts of one annealing step ----------------------------------------------------------------------
     def ode_timesteps(self, i: int) -> list[int]:
         """Training timesteps of the Euler grid of annealing step i (from t_i down; repeats dropped)."""
         grid = poly_sigmas(self.sigmas[i], self.ode_sigma_min, self.ode_steps, self.rho)
         return self.denoiser.snap(grid)
 
-    def reverse_ode(self, predict: NoisePredictor, plain: NoisePredictor, x: Tensor, i: int) -> Tensor:
+    def reverse_ode(self, predict: NoisePredictor, x: Tensor, i: int) -> Tensor:
         """x0_hat: the Euler solution of the PF-ODE from x at sigma_i to ode_sigma_min (no graph)."""
+        edm = self.denoiser
         steps = self.ode_timesteps(i)
         last_guided = self.pag is not None and self.pag.x0_from == "guided"
         with torch.no_grad():
             for k, (t, t_next) in enumerate(itertools.pairwise(steps)):
-                last = k == len(steps) - 2
-                guided = not last or last_guided
-                denoised = self.denoiser(predict if guided else plain, x, t, guided)
-                sigma, sigma_next = self.denoiser.sigma(t), self.denoiser.sigma(t_next)
+                guide = k < len(steps) - 2 or last_guided  # the jump to x0_hat: unguided unless x0_from="guided"
+                sigma, sigma_next = edm.sigma(t), edm.sigma(t_next)
+                denoised = edm.denoise(x, sigma, predict(edm.vp_input(x, sigma), t, guide=guide).eps_guided)
                 x = x + (sigma_next - sigma) / sigma * (x - denoised)
         return x
 
@@ -218,68 +190,14 @@ class DAPS:
                 x = x + math.sqrt(lr) * velocity
         return x
 
-    def step(
-        self,
-        predict: NoisePredictor,
-        plain: NoisePredictor,
-        i: int,
-        x: Tensor,
-        y: Tensor | None,
-        generators: list[torch.Generator],
-    ) -> tuple[Tensor, Tensor]:
+    def step(self, ctx: StepContext, i: int, x: Tensor) -> tuple[Tensor, Tensor]:
         """One annealing step from x_i (EDM scaling, noise level sigma_i): returns (x_{i+1}, x0_hat), detached."""
-        x0_hat = self.reverse_ode(predict, plain, x.detach(), i)
-        x0_y = x0_hat if y is None or self.operator is None else self.mcmc(x0_hat, y, i, generators)
+        x0_hat = self.reverse_ode(ctx.predict, x.detach(), i)
+        x0_y = x0_hat if ctx.y is None or self.operator is None else self.mcmc(x0_hat, ctx.y, i, ctx.generators)
         sigma_next = self.sigmas[i + 1]
         if sigma_next > 0:
-            x0_y = x0_y + sigma_next * randn(x0_y.shape, generators, device=x0_y.device, dtype=x0_y.dtype)
+            x0_y = x0_y + sigma_next * ctx.randn(x0_y)
         return x0_y.detach(), x0_hat
-
-    # -- the whole chain --------------------------------------------------------------------------------------------
-    def predictors(self) -> tuple[NoisePredictor, NoisePredictor]:
-        """(with PAG, without): the last Euler step of x0_from="unguided" runs no perturbed pass."""
-        return NoisePredictor(self.prior, self.pag, cond=self.cond), NoisePredictor(self.prior, None, cond=self.cond)
-
-    def run(
-        self,
-        y: Tensor | None,
-        generator: Generators,
-        batch_size: int | None,
-        x_T: Tensor | None,
-        callback: StepCallback | None,
-        callback_every: int,
-        desc: str,
-    ) -> Tensor:
-        x, generators = initial_noise(self.prior, y, generator, batch_size, f"{desc} sampling")
-        x = x_T if x_T is not None else x
-        # x_T ~ N(0, I) is the VP start; x = x_T sqrt(1 + sigma_0^2) is the same point in EDM scaling
-        x = x * math.sqrt(1 + self.sigmas[0] ** 2)
-        predict, plain = self.predictors()
-        n = self.num_steps
-        for i in tqdm(range(n), desc=desc, disable=not self.progress, leave=False):
-            x, x0_hat = self.step(predict, plain, i, x, y, generators)
-            check_finite(x, i, self.timesteps[i])
-            if callback is not None and should_call(i, n, callback_every):
-                callback(StepInfo(i=i, t=self.timesteps[i], x_t=x, x0_hat=x0_hat, num_steps=n))
-        return x
-
-    def restore(
-        self,
-        y: Tensor | None,
-        generator: Generators,
-        *,
-        batch_size: int | None = None,
-        x_T: Tensor | None = None,
-        callback: StepCallback | None = None,
-        callback_every: int = 0,
-    ) -> Tensor:
-        """Sample x_0 ~ p(x_0 | y) (or p(x_0) without measurement), clamped to [-1, 1].
-
-        ``generator``: one torch.Generator per image (batch-size invariant) or one shared generator.
-        ``x_T``: the VP-scaled N(0, I) start (default: drawn from the generators). The callback's ``x_t`` is the
-        annealing iterate x0_y + sigma_{i+1} z (EDM scaling), ``x0_hat`` the ODE's estimate.
-        """
-        return self.run(y, generator, batch_size, x_T, callback, callback_every, "DAPS").clamp(-1, 1)
 
     @property
     def nfe(self) -> int:
@@ -287,11 +205,13 @@ class DAPS:
         return sum(len(self.ode_timesteps(i)) - 1 for i in range(self.num_steps))
 
 
+@dataclass(eq=False)
 class LatentDAPS(DAPS):
     """DAPS in the latent space of a latent prior (the official ``LatentDAPS``): the ODE runs on latents, the MCMC
     moves latents through the decoder (gradient of ||y - A(D(z))||^2, clamped to [-1, 1] as the official code),
-    and the final latent is decoded. Defaults: the official SD setting (50 annealing x 2 ODE steps, sigma_max 10,
-    ode_sigma_min 0.001, HMC); the official SD tasks measure with noise sigma 0.01.
+    and the final latent is decoded; ``x_T`` and the callback's tensors are latents. Defaults (below: what differs
+    from DAPS): the official SD setting (50 annealing x 2 ODE steps, sigma_max 10, ode_sigma_min 0.001, HMC); the
+    official SD tasks measure with noise sigma 0.01.
 
     prompt / cfg_scale: classifier-free guidance only with a prompt (default: empty prompt, no CFG pass; the
     official SD model runs CFG 7.5 with "a natural looking image").
@@ -299,51 +219,26 @@ class LatentDAPS(DAPS):
 
     latent = True
 
-    def __init__(
-        self,
-        prior: LatentPrior,
-        operator: Operator | None = None,
-        lr: float = 1e-4,
-        tau: float = 0.01,
-        *,
-        num_steps: int = 50,
-        ode_steps: int = 2,
-        mcmc_steps: int = 30,
-        lr_min_ratio: float = 1.0,
-        sigma_max: float = 10.0,
-        sigma_min: float = 0.1,
-        ode_sigma_min: float = 0.001,
-        rho: float = 7.0,
-        mc_algo: str = "hmc",
-        momentum: float = 0.45,
-        grad_clip: float | None = 1.0,
-        pag: PAG | None = None,
-        prompt: str = "",
-        cfg_scale: float = 7.5,
-        progress: bool = True,
-    ):
-        super().__init__(
-            prior,
-            operator,
-            lr,
-            tau,
-            num_steps=num_steps,
-            ode_steps=ode_steps,
-            mcmc_steps=mcmc_steps,
-            lr_min_ratio=lr_min_ratio,
-            sigma_max=sigma_max,
-            sigma_min=sigma_min,
-            ode_sigma_min=ode_sigma_min,
-            rho=rho,
-            mc_algo=mc_algo,
-            momentum=momentum,
-            grad_clip=grad_clip,
-            pag=pag,
-            progress=progress,
-        )
-        self.uncond, self.cfg_scale = None, 1.0
-        if prompt:
-            self.cond, self.uncond = prior.prompt_embedding(prompt), prior.prompt_embedding("")
+    prior: LatentPrior = field(repr=False)
+    _: KW_ONLY
+    num_steps: int = 50
+    ode_steps: int = 2
+    mcmc_steps: int = 30
+    lr_min_ratio: float = 1.0
+    sigma_max: float = 10.0
+    ode_sigma_min: float = 0.001
+    mc_algo: str = "hmc"
+    momentum: float = 0.45
+    grad_clip: float | None = 1.0
+    cond: object | None = field(default=None, init=False, repr=False)  # from the prompt
+    prompt: str = ""
+    cfg_scale: float = 7.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        cfg_scale, self.cfg_scale = self.cfg_scale, 1.0
+        if self.prompt:
+            self.cond, self.uncond = self.prior.prompt_embedding(self.prompt), self.prior.prompt_embedding("")
             self.cfg_scale = float(cfg_scale)
 
     def _check_prior(self, prior: Prior) -> None:
@@ -354,22 +249,3 @@ class LatentDAPS(DAPS):
 
     def to_image(self, z0: Tensor) -> Tensor:
         return self.prior.decode(z0)
-
-    def predictors(self) -> tuple[NoisePredictor, NoisePredictor]:
-        kwargs = {"cond": self.cond, "uncond": self.uncond, "cfg_scale": self.cfg_scale}
-        return NoisePredictor(self.prior, self.pag, **kwargs), NoisePredictor(self.prior, None, **kwargs)
-
-    def restore(
-        self,
-        y: Tensor | None,
-        generator: Generators,
-        *,
-        batch_size: int | None = None,
-        x_T: Tensor | None = None,
-        callback: StepCallback | None = None,
-        callback_every: int = 0,
-    ) -> Tensor:
-        """Sample and decode x_0 ~ p(x_0 | y), clamped to [-1, 1]; ``x_T`` and the callback's tensors are latents."""
-        z = self.run(y, generator, batch_size, x_T, callback, callback_every, "LatentDAPS")
-        with torch.no_grad():
-            return self.prior.decode(z).clamp(-1, 1)

@@ -4,7 +4,7 @@ Per step from t_i to t_{i+1} (paper Algorithm 1; official code yuanzhi-zhu/DiffP
     eps, eps_guided = NoisePredictor(x_t, t)                       (PAG: eps_guided = eps + s (eps - eps_perturbed))
     x0_hat   = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t),  clamped to [-1, 1]          (the denoiser, eq. 12)
     rho_t    = lambda sigma_y^2 / sigma_t^2,   sigma_t^2 = (1 - abar_t) / abar_t
-    x0_data  = argmin_x ||y - A x||^2 + rho_t ||x - x0_hat||^2                        (data step, eq. 13)
+    x0_data  = argmin_x ||y - A x||^2 + rho_t ||x - x0_hat||^2 = A.prox_l2(y, x0_hat, rho_t)  (data step, eq. 13)
     x0_step  = x0_data + (x0_guided - x0_hat)                   (PAG's correction; 0 without guidance)
     eps_hat  = (x_t - sqrt(abar_t) x0_step) / sqrt(1 - abar_t)                                   (eq. 14)
     x_{t-1}  = sqrt(abar_{t-1}) x0_step + sqrt(1 - abar_{t-1}) (sqrt(1 - zeta) eps_hat + sqrt(zeta) eps_t)  (eq. 15)
@@ -29,18 +29,17 @@ Deliberate differences from the official code (each documented where it is writt
 from __future__ import annotations
 
 import math
+from dataclasses import KW_ONLY, dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from operators import Operator
-from operators.random import Generators
-from priors import DiffusionPrior
+from priors import DiffusionPrior, VPDenoiser
 
-from .common import StepCallback, initial_noise, run_chain
-from .guidance import PAG, NoisePredictor
-from .proximal import DataProximal
+from .chain import ChainSolver, StepContext
+from .guidance import PAG
 
 #: the official code's floor on the noise level in rho_t (noiseless measurements)
 MIN_SIGMA_Y = 0.001
@@ -71,7 +70,8 @@ def measurement_sigma(operator: Operator) -> float:
     return sigma
 
 
-class DiffPIR:
+@dataclass(eq=False)
+class DiffPIR(ChainSolver):
     """DiffPIR posterior sampler over a pixel-space prior (see the module docstring).
 
     Args:
@@ -88,107 +88,61 @@ class DiffPIR:
         progress: show a tqdm bar over the steps.
     """
 
-    def __init__(
-        self,
-        prior: DiffusionPrior,
-        operator: Operator,
-        lam: float = 7.0,
-        zeta: float = 0.3,
-        *,
-        num_steps: int = 100,
-        pag: PAG | None = None,
-        sigma_y: float | None = None,
-        clip_x0: bool = True,
-        cg_max_iter: int = 50,
-        cg_tol: float = 1e-5,
-        cond: object | None = None,
-        progress: bool = True,
-    ):
-        if prior.is_latent:
+    requires_measurement = True
+
+    prior: DiffusionPrior = field(repr=False)
+    operator: Operator = field(repr=False)
+    lam: float = 7.0
+    zeta: float = 0.3
+    _: KW_ONLY
+    num_steps: int = 100
+    pag: PAG | None = None
+    sigma_y: float | None = None
+    clip_x0: bool = True
+    cg_max_iter: int = 50
+    cg_tol: float = 1e-5
+    cond: object | None = field(default=None, repr=False)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.prior.is_latent:
             raise ValueError("DiffPIR runs on pixel-space priors; use PSLD for latent priors")
-        if operator is None:
+        if self.operator is None:
             raise ValueError("DiffPIR needs a measurement operator (use solvers.sample for unconditional samples)")
-        if not 0.0 <= zeta <= 1.0:
-            raise ValueError(f"zeta must be in [0, 1], got {zeta}")
-        if lam <= 0:
-            raise ValueError(f"lambda must be > 0, got {lam}")
-        self.prior = prior
-        self.operator = operator
-        self.lam, self.zeta = float(lam), float(zeta)
-        self.pag = pag
-        self.clip_x0 = clip_x0
-        self.cond = cond
-        self.progress = progress
-        sigma_y = measurement_sigma(operator) / 2 if sigma_y is None else float(sigma_y)
+        if not 0.0 <= self.zeta <= 1.0:
+            raise ValueError(f"zeta must be in [0, 1], got {self.zeta}")
+        if self.lam <= 0:
+            raise ValueError(f"lambda must be > 0, got {self.lam}")
+        self.lam, self.zeta = float(self.lam), float(self.zeta)
+        sigma_y = measurement_sigma(self.operator) / 2 if self.sigma_y is None else float(self.sigma_y)
         self.sigma_y = max(MIN_SIGMA_Y, sigma_y)
-        self.schedule = prior.schedule.sampling(quad_timesteps(prior.schedule.num_train_timesteps, num_steps))
-        self.prox = DataProximal(operator, max_iter=cg_max_iter, tol=cg_tol)
+        timesteps = quad_timesteps(self.prior.schedule.num_train_timesteps, self.num_steps)
+        self.schedule = self.prior.schedule.sampling(timesteps)
+        self.timesteps = self.schedule.timesteps.tolist()
+        self.denoiser = VPDenoiser(self.schedule, clip_x0=self.clip_x0)
 
     def rho(self, i: int) -> float:
         """rho_t = lambda sigma_y^2 / sigma_t^2 with sigma_t^2 = (1 - abar_t) / abar_t."""
         abar = float(self.schedule.alphas_cumprod[i])
         return self.lam * self.sigma_y**2 * abar / (1 - abar)
 
-    def tweedie(self, i: int, x_t: Tensor, eps: Tensor) -> Tensor:
-        x0 = self.schedule.predict_x0(i, x_t, eps)
-        return x0.clamp(-1, 1) if self.clip_x0 else x0
-
-    @torch.no_grad()
-    def step(
-        self,
-        predict: NoisePredictor,
-        i: int,
-        x_t: Tensor,
-        y: Tensor,
-        noise: Tensor | None,
-        generators: list[torch.Generator] | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """One DiffPIR step: returns (x_{t-1}, x0_hat). ``generators`` is unused (the step draws only ``noise``);
-        it is there so every solver's step has the same signature.
+    def step(self, ctx: StepContext, i: int, x_t: Tensor) -> tuple[Tensor, Tensor]:
+        """One DiffPIR step: returns (x_{t-1}, x0_hat).
 
         The data step's anchor is x0_hat of the unguided prediction (``pag.x0_from="guided"``: of the guided one);
         the guided prediction moves the step after it (see the module docstring)."""
-        t = int(self.schedule.timesteps[i])
-        pred = predict(x_t, t)
-        x0_hat = self.tweedie(i, x_t, pred.eps_data)  # the data step's anchor: unguided unless pag.x0_from="guided"
-        x0_data = self.prox(y, x0_hat, self.rho(i))
-        x0_step = x0_data
-        if pred.guided:  # PAG moves the sampler's step after the data step (a shift of 0 for the guided anchor)
-            x0_step = x0_data + (self.tweedie(i, x_t, pred.eps_guided) - x0_hat)
-        abar_prev = float(self.schedule.alphas_cumprod_prev[i])
-        if i == len(self.schedule) - 1:
-            return x0_step, x0_hat
-        eps_hat = self.schedule.predict_eps(i, x_t, x0_step)
-        direction = math.sqrt(1 - self.zeta) * eps_hat + math.sqrt(self.zeta) * noise
-        x_prev = math.sqrt(abar_prev) * x0_step + math.sqrt(1 - abar_prev) * direction
+        x0_of = self.denoiser.x0
+        with torch.no_grad():
+            pred = ctx.predict(x_t, self.timesteps[i])
+            x0_hat = x0_of(i, x_t, pred.eps_data)  # the data step's anchor: unguided unless pag.x0_from="guided"
+            x0_data = self.operator.prox_l2(ctx.y, x0_hat, self.rho(i), max_iter=self.cg_max_iter, tol=self.cg_tol)
+            x0_step = x0_data
+            if pred.guided:  # PAG moves the sampler's step after the data step (a shift of 0 for the guided anchor)
+                x0_step = x0_data + (x0_of(i, x_t, pred.eps_guided) - x0_hat)
+            if i == len(self.timesteps) - 1:
+                return x0_step, x0_hat
+            abar_prev = float(self.schedule.alphas_cumprod_prev[i])
+            eps_hat = self.denoiser.eps(i, x_t, x0_step)
+            direction = math.sqrt(1 - self.zeta) * eps_hat + math.sqrt(self.zeta) * ctx.noise
+            x_prev = math.sqrt(abar_prev) * x0_step + math.sqrt(1 - abar_prev) * direction
         return x_prev, x0_hat
-
-    def restore(
-        self,
-        y: Tensor,
-        generator: Generators,
-        *,
-        batch_size: int | None = None,
-        x_T: Tensor | None = None,
-        callback: StepCallback | None = None,
-        callback_every: int = 0,
-    ) -> Tensor:
-        """Sample x_0 given y, clamped to [-1, 1]. ``generator``: one torch.Generator per image (batch-size
-        invariant) or one shared generator. ``callback(StepInfo)`` runs every ``callback_every`` steps."""
-        if y is None:
-            raise ValueError("DiffPIR needs a measurement y (use solvers.sample for unconditional samples)")
-        x, generators = initial_noise(self.prior, y, generator, batch_size, "DiffPIR sampling")
-        x = x_T if x_T is not None else x
-        predict = NoisePredictor(self.prior, self.pag, cond=self.cond)
-        x = run_chain(
-            self.schedule,
-            x,
-            lambda i, x_t, noise: self.step(predict, i, x_t, y, noise, generators),
-            generators,
-            stochastic=True,
-            desc="DiffPIR",
-            progress=self.progress,
-            callback=callback,
-            callback_every=callback_every,
-        )
-        return x.clamp(-1, 1)

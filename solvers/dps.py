@@ -15,18 +15,21 @@ saved images) are defects, not behaviours, and stay fixed.
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass, field
+
 import torch
 from torch import Tensor
 
 from operators import Operator
-from operators.random import Generators
-from priors import Prior
+from priors import Prior, VPDenoiser
 
-from .common import StepCallback, batch_norm, initial_noise, residual_norm, run_chain
-from .guidance import PAG, NoisePredictor
+from .chain import ChainSolver, StepContext
+from .common import batch_norm, residual_norm
+from .guidance import PAG
 
 
-class DPS:
+@dataclass(eq=False)
+class DPS(ChainSolver):
     """DPS posterior sampler. ``operator=None`` gives plain ancestral (DDPM) sampling of the prior.
 
     Args:
@@ -41,94 +44,44 @@ class DPS:
         reference: DPS's own data term (one norm over the batch); see the module docstring.
     """
 
-    def __init__(
-        self,
-        prior: Prior,
-        operator: Operator | None = None,
-        zeta: float = 1.0,
-        *,
-        num_steps: int = 1000,
-        pag: PAG | None = None,
-        clip_x0: bool = True,
-        cond: object | None = None,
-        progress: bool = True,
-        reference: bool = False,
-    ):
-        if prior.is_latent:
+    prior: Prior = field(repr=False)
+    operator: Operator | None = field(default=None, repr=False)
+    zeta: float = 1.0
+    _: KW_ONLY
+    num_steps: int = 1000
+    pag: PAG | None = None
+    clip_x0: bool = True
+    cond: object | None = field(default=None, repr=False)
+    progress: bool = True
+    reference: bool = False
+
+    def __post_init__(self) -> None:
+        if self.prior.is_latent:
             raise ValueError("DPS runs on pixel-space priors; use PSLD for latent priors")
-        self.prior = prior
-        self.operator = operator
-        self.zeta = float(zeta)
-        self.pag = pag
-        self.clip_x0 = clip_x0
-        self.cond = cond
-        self.progress = progress
-        self.reference = reference
-        self.schedule = prior.schedule.sampling(prior.schedule.timesteps(num_steps, spacing="even"))
+        self.zeta = float(self.zeta)
+        self.schedule = self.prior.schedule.sampling(self.prior.schedule.timesteps(self.num_steps, spacing="even"))
+        self.timesteps = self.schedule.timesteps.tolist()
+        self.denoiser = VPDenoiser(self.schedule, clip_x0=self.clip_x0)
 
-    def tweedie(self, i: int, x_t: Tensor, eps: Tensor) -> Tensor:
-        x0 = self.schedule.predict_x0(i, x_t, eps)
-        return x0.clamp(-1, 1) if self.clip_x0 else x0
-
-    def step(
-        self,
-        predict: NoisePredictor,
-        i: int,
-        x_t: Tensor,
-        y: Tensor | None,
-        noise: Tensor | None,
-        generators: list[torch.Generator] | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """One DPS step: returns (x_{t-1}, x0_hat), both detached. ``generators`` is unused (DPS draws only the
-        step's ``noise``); it is there so every solver's step has the same signature.
+    def step(self, ctx: StepContext, i: int, x_t: Tensor) -> tuple[Tensor, Tensor]:
+        """One DPS step: returns (x_{t-1}, x0_hat), both detached.
 
         The guided prediction drives the ancestral step; the data-consistency gradient sees x0_hat of the
         unguided one (``pag.x0_from="guided"``: of the guided one)."""
-        t = int(self.schedule.timesteps[i])
+        y, x0_of = ctx.y, self.denoiser.x0
         data_term = y is not None and self.operator is not None
         with torch.set_grad_enabled(data_term):
             x_t = x_t.detach().requires_grad_(data_term)
-            pred = predict(x_t, t)
-            x0_hat = self.tweedie(i, x_t, pred.eps_data)  # unguided (paper): the data term's estimate
+            pred = ctx.predict(x_t, self.timesteps[i])
+            x0_hat = x0_of(i, x_t, pred.eps_data)  # unguided (paper): the data term's estimate
             # without guidance at this step eps_guided is eps_data's value (the contract): no second estimate
-            x0_step = self.tweedie(i, x_t, pred.eps_guided) if pred.guided else x0_hat
+            x0_step = x0_of(i, x_t, pred.eps_guided) if pred.guided else x0_hat
             var_values = pred.var_values.detach() if pred.var_values is not None else None
             log_var = self.schedule.log_variance(i, x_t, self.prior.variance, var_values)
-            x_prev = self.schedule.ddpm_step(i, x0_step.detach(), x_t.detach(), noise, log_var)
+            x_prev = self.schedule.ddpm_step(i, x0_step.detach(), x_t.detach(), ctx.noise, log_var)
             if data_term:
                 y_hat = self.operator(x0_hat)
                 loss = batch_norm(y, y_hat) if self.reference else residual_norm(y, y_hat).sum()
                 grad = torch.autograd.grad(loss, x_t)[0]
                 x_prev = x_prev - self.zeta * grad
         return x_prev.detach(), x0_hat.detach()
-
-    def restore(
-        self,
-        y: Tensor | None,
-        generator: Generators,
-        *,
-        batch_size: int | None = None,
-        x_T: Tensor | None = None,
-        callback: StepCallback | None = None,
-        callback_every: int = 0,
-    ) -> Tensor:
-        """Sample x_0 ~ p(x_0 | y) (or p(x_0) when ``y``/``operator`` is None), clamped to [-1, 1].
-
-        ``generator``: one torch.Generator per image (batch-size invariant) or one shared generator.
-        ``batch_size``: needed only when ``y`` is None. ``callback(StepInfo)`` runs every ``callback_every`` steps.
-        """
-        x, generators = initial_noise(self.prior, y, generator, batch_size, "DPS sampling")
-        x = x_T if x_T is not None else x
-        predict = NoisePredictor(self.prior, self.pag, cond=self.cond)
-        x = run_chain(
-            self.schedule,
-            x,
-            lambda i, x_t, noise: self.step(predict, i, x_t, y, noise, generators),
-            generators,
-            stochastic=True,
-            desc="DPS" if y is not None else "DDPM",
-            progress=self.progress,
-            callback=callback,
-            callback_every=callback_every,
-        )
-        return x.clamp(-1, 1)

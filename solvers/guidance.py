@@ -150,8 +150,10 @@ class NoisePredictor:
             with record.replay():
                 return self.prior(x_t, t, cond)
 
-    def __call__(self, x_t: Tensor, t: int) -> NoisePrediction:
-        s = self.pag.scale_at(t) if self.pag is not None else 0.0
+    def __call__(self, x_t: Tensor, t: int, guide: bool = True) -> NoisePrediction:
+        """The predictions at (x_t, t); ``guide=False``: no perturbed pass (eps_guided is eps), e.g. where a solver's
+        data term must see the unguided estimate and nothing else uses the guided one."""
+        s = self.pag.scale_at(t) if self.pag is not None and guide else 0.0
         shared = None
         # a differentiable perturbed pass cannot replay the (detached) prefix: it runs in full
         full_graph = s > 0 and self.pag.perturbed_needs_graph and torch.is_grad_enabled()

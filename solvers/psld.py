@@ -34,16 +34,17 @@ inpainting outputs and its task settings at 512 px are the runner's (``solver.re
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import KW_ONLY, dataclass, field
 
 import torch
 from torch import Tensor
 
 from operators import Operator
-from operators.random import Generators
-from priors import LatentPrior
+from priors import LatentPrior, VPDenoiser
 
-from .common import StepCallback, batch_norm, initial_noise, residual_norm, run_chain
-from .guidance import PAG, NoisePredictor
+from .chain import ChainSolver, StepContext
+from .common import batch_norm, residual_norm
+from .guidance import PAG
 
 
 def ldm_ddim_timesteps(num_train_timesteps: int, num_steps: int) -> tuple[str, int]:
@@ -53,7 +54,8 @@ def ldm_ddim_timesteps(num_train_timesteps: int, num_steps: int) -> tuple[str, i
     return "leading", offset
 
 
-class PSLD:
+@dataclass(eq=False)
+class PSLD(ChainSolver):
     """PSLD posterior sampler over a latent prior (``encode``/``decode``). ``operator=None``: plain DDIM.
 
     Args:
@@ -66,47 +68,48 @@ class PSLD:
         reference: every behaviour of PSLD_PAG at once (module docstring); the quirk flags are then on too.
     """
 
-    def __init__(
-        self,
-        prior: LatentPrior,
-        operator: Operator | None = None,
-        omega: float = 1.0,
-        gamma: float = 0.1,
-        *,
-        num_steps: int = 1000,
-        eta: float = 0.0,
-        pag: PAG | None = None,
-        prompt: str = "",
-        cfg_scale: float = 7.5,
-        noisy_measurement_loss: bool = False,
-        stochastic_encoder: bool = False,
-        empty_prompt_cfg: bool = False,
-        progress: bool = True,
-        reference: bool = False,
-    ):
+    prior: LatentPrior = field(repr=False)
+    operator: Operator | None = field(default=None, repr=False)
+    omega: float = 1.0
+    gamma: float = 0.1
+    _: KW_ONLY
+    num_steps: int = 1000
+    eta: float = 0.0
+    pag: PAG | None = None
+    prompt: str = ""
+    cfg_scale: float = 7.5
+    noisy_measurement_loss: bool = False
+    stochastic_encoder: bool = False
+    empty_prompt_cfg: bool = False
+    progress: bool = True
+    reference: bool = False
+
+    def __post_init__(self) -> None:
+        prior = self.prior
         if not prior.is_latent:
             raise ValueError("PSLD runs on latent priors (with encode/decode); use DPS for pixel-space priors")
-        self.prior = prior
-        self.operator = operator
-        self.omega, self.gamma, self.eta = float(omega), float(gamma), float(eta)
-        self.pag = pag
-        self.reference = reference
-        self.noisy_measurement_loss = noisy_measurement_loss or reference
-        self.stochastic_encoder = stochastic_encoder or reference
-        self.progress = progress
-        self.cond, self.uncond, self.cfg_scale = None, None, 1.0
-        if prompt or empty_prompt_cfg:
+        self.omega, self.gamma, self.eta = float(self.omega), float(self.gamma), float(self.eta)
+        self.noisy_measurement_loss = self.noisy_measurement_loss or self.reference
+        self.stochastic_encoder = self.stochastic_encoder or self.reference
+        cfg_scale, self.cfg_scale = self.cfg_scale, 1.0
+        if self.prompt or self.empty_prompt_cfg:
             # CFG only where a prompt makes cond differ from uncond (or to reproduce PSLD's wasted pass).
-            self.cond = prior.prompt_embedding(prompt)
+            self.cond = prior.prompt_embedding(self.prompt)
             self.uncond = prior.prompt_embedding("")
             self.cfg_scale = float(cfg_scale)
-        spacing, offset = ldm_ddim_timesteps(prior.schedule.num_train_timesteps, num_steps)
-        timesteps = prior.schedule.timesteps(num_steps, spacing=spacing, offset=offset)
+        spacing, offset = ldm_ddim_timesteps(prior.schedule.num_train_timesteps, self.num_steps)
+        timesteps = prior.schedule.timesteps(self.num_steps, spacing=spacing, offset=offset)
         # LDM's sampler always gives the UNet range(0, T, T // n) + 1; where that overflows (1000 steps) it reads
         # abar one index lower but keeps the UNet's t: reference mode reproduces that, the default keeps t = index
-        self.unet_t_shift = 1 if reference and offset == 0 else 0
+        self.unet_t_shift = 1 if self.reference and offset == 0 else 0
         # LDM / SD DDIM: the step after the last one lands on abar[0], not on a clean image (abar = 1)
         self.schedule = prior.schedule.sampling(timesteps, final_alpha_cumprod=float(prior.schedule.alphas_cumprod[0]))
+        self.timesteps = self.schedule.timesteps.tolist()
+        self.denoiser = VPDenoiser(self.schedule)
+
+    @property
+    def stochastic(self) -> bool:  # DDIM draws fresh noise only with eta > 0
+        return self.eta > 0
 
     def data_loss(self, z0_hat: Tensor, y: Tensor, generators: list[torch.Generator]) -> Tensor:
         """omega ||y - A(D(z0_hat))|| + gamma ||E(A^T y + x0 - A^T A x0) - z0_hat||, per sample (shape (B,))."""
@@ -122,32 +125,24 @@ class PSLD:
         glue = norm(z_glued, z0_hat)
         return self.omega * meas + self.gamma * glue
 
-    def step(
-        self,
-        predict: NoisePredictor,
-        i: int,
-        z_t: Tensor,
-        y: Tensor | None,
-        noise: Tensor | None,
-        generators: list[torch.Generator],
-    ) -> tuple[Tensor, Tensor]:
+    def step(self, ctx: StepContext, i: int, z_t: Tensor) -> tuple[Tensor, Tensor]:
         """One PSLD step: returns (z_{t-1}, z0_hat), both detached.
 
         The guided prediction drives the DDIM step; the measurement and gluing terms see z0_hat of the unguided
         one (``pag.x0_from="guided"``: of the guided one)."""
-        t = int(self.schedule.timesteps[i])
+        y, z0_of = ctx.y, self.denoiser.x0
         data_term = y is not None and self.operator is not None
         with torch.set_grad_enabled(data_term), self.precision(z_t.device):
             z_t = z_t.detach().requires_grad_(data_term)
-            pred = predict(z_t, t + self.unet_t_shift)
+            pred = ctx.predict(z_t, self.timesteps[i] + self.unet_t_shift)
             eps_data = pred.eps_cond if self.reference else pred.eps_data
-            z0_hat = self.schedule.predict_x0(i, z_t, eps_data)  # unguided (paper): the data term's estimate
+            z0_hat = z0_of(i, z_t, eps_data)  # unguided (paper): the data term's estimate
             # unguided steps: eps_guided equals the data eps unless reference mode takes the conditional one
             guided = pred.guided or self.reference
-            z0_step = self.schedule.predict_x0(i, z_t, pred.eps_guided) if guided else z0_hat
-            z_prev = self.schedule.ddim_step(i, z0_step.detach(), pred.eps_guided.detach(), self.eta, noise)
+            z0_step = z0_of(i, z_t, pred.eps_guided) if guided else z0_hat
+            z_prev = self.schedule.ddim_step(i, z0_step.detach(), pred.eps_guided.detach(), self.eta, ctx.noise)
             if data_term:
-                loss = self.data_loss(z0_hat, y, generators).sum()
+                loss = self.data_loss(z0_hat, y, ctx.generators).sum()
                 z_prev = z_prev - torch.autograd.grad(loss, z_t)[0]
         return z_prev.detach(), z0_hat.detach()
 
@@ -156,35 +151,3 @@ class PSLD:
         if self.reference and device.type == "cuda":
             return torch.autocast(device_type="cuda", dtype=torch.float16)
         return nullcontext()
-
-    def restore(
-        self,
-        y: Tensor | None,
-        generator: Generators,
-        *,
-        batch_size: int | None = None,
-        x_T: Tensor | None = None,
-        callback: StepCallback | None = None,
-        callback_every: int = 0,
-    ) -> Tensor:
-        """Sample and decode x_0 ~ p(x_0 | y) (or p(x_0) without measurement), clamped to [-1, 1].
-
-        ``generator``: one per image (batch-size invariant) or one shared. ``x_T``: the initial *latent* (the
-        prior's ``sample_shape``). The callback gets latents.
-        """
-        z, generators = initial_noise(self.prior, y, generator, batch_size, "PSLD sampling")
-        z = x_T if x_T is not None else z
-        predict = NoisePredictor(self.prior, self.pag, cond=self.cond, uncond=self.uncond, cfg_scale=self.cfg_scale)
-        z = run_chain(
-            self.schedule,
-            z,
-            lambda i, z_t, noise: self.step(predict, i, z_t, y, noise, generators),
-            generators,
-            stochastic=self.eta > 0,
-            desc="PSLD" if y is not None else "DDIM",
-            progress=self.progress,
-            callback=callback,
-            callback_every=callback_every,
-        )
-        with torch.no_grad():
-            return self.prior.decode(z).clamp(-1, 1)

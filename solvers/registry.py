@@ -14,16 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
-
-from torch import Tensor
+from typing import Any, Literal
 
 from operators import Operator
-from operators.random import Generators
 from priors import Prior
 
 from .bare import BareStep, dps_bare_step, psld_bare_step
-from .common import StepCallback
+from .chain import Solver
 from .daps import DAPS, LatentDAPS
 from .diffpir import DiffPIR
 from .dps import DPS
@@ -32,26 +29,6 @@ from .psld import PSLD
 
 Space = Literal["pixel", "latent"]
 SPACES: tuple[Space, ...] = ("pixel", "latent")
-
-
-@runtime_checkable
-class Solver(Protocol):
-    """What every registered solver offers (see the module docstring for the constructor)."""
-
-    prior: Prior
-    operator: Operator | None
-    pag: PAG | None
-
-    def restore(
-        self,
-        y: Tensor | None,
-        generator: Generators,
-        *,
-        batch_size: int | None = None,
-        x_T: Tensor | None = None,
-        callback: StepCallback | None = None,
-        callback_every: int = 0,
-    ) -> Tensor: ...
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from torch import Tensor
 from operators.random import Generators
 from priors import DiffusionPrior
 
-from .common import StepCallback
+from .chain import StepCallback
 from .guidance import PAG
 from .registry import SOLVERS, default_solver, prior_space
 

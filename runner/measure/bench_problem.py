@@ -13,7 +13,7 @@ from operators import make_operator
 from operators.random import generators_from_seeds
 from priors.adm import ADMPrior
 from priors.sd import random_sd_prior
-from solvers import PAG, SOLVERS, NoisePredictor, SolverSpec, default_solver
+from solvers import PAG, SOLVERS, NoisePredictor, SolverSpec, StepContext, default_solver
 
 ADM_MODELS = {"test_adm": ("test", ("input_blocks.3.1",)), "ffhq_adm": ("ffhq_256", ("input_blocks.9.1",))}
 SD_MODELS = {"test_sd": 32, "sd15_shaped": 256}  # image size of the PSLD problem (SD1.5-shaped: 32x32 latents)
@@ -185,7 +185,7 @@ class Problem:
         if case.mode == "bare":
             return self.spec.bare_step(solver, self.x_t, self.y, self.noise, i)
         # PSLD's DDIM step with eta = 0 does not use the noise
-        return solver.step(predictor, i, self.x_t, self.y, self.noise, self.generators)[0]
+        return solver.step(StepContext(predictor, self.y, self.generators, self.noise), i, self.x_t)[0]
 
     def sync(self) -> None:
         if self.device.startswith("cuda"):

@@ -13,7 +13,7 @@ from operators import make_operator
 from operators.random import generators_from_seeds
 from priors import perturbed_self_attention
 from priors.adm import ADMPrior
-from solvers import PAG
+from solvers import PAG, StepContext
 from solvers.daps import DAPS, LatentDAPS
 
 LAYERS = ("input_blocks.3.1", "middle_block.1")
@@ -151,8 +151,7 @@ def test_one_annealing_step_is_the_official_equations(prior, problem, algo):
     solver = make_daps(prior, op, algo)
     i = 3
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * solver.sigmas[i]
-    predict, plain = solver.predictors()
-    x_next, x0_hat = solver.step(predict, plain, i, x, y, generators_from_seeds([7, 8]))
+    x_next, x0_hat = solver.step(StepContext(solver.predictor(), y, generators_from_seeds([7, 8])), i, x)
 
     def net_eps(x_vp, t):
         return prior(x_vp, t).eps
@@ -195,8 +194,7 @@ def test_pag_enters_the_ode_drift(prior, problem, x0_from):
     solver = make_daps(prior, op, pag=pag)
     i = 2
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * solver.sigmas[i]
-    predict, plain = solver.predictors()
-    x_next, x0_hat = solver.step(predict, plain, i, x, y, generators_from_seeds([7, 8]))
+    x_next, x0_hat = solver.step(StepContext(solver.predictor(), y, generators_from_seeds([7, 8])), i, x)
 
     def guided_eps(x_vp, t):
         eps = prior(x_vp, t).eps
@@ -225,7 +223,8 @@ def test_pag_enters_the_ode_drift(prior, problem, x0_from):
     tol = 1e-5 * solver.sigmas[i]
     torch.testing.assert_close(x0_hat, ref_x0hat, rtol=0, atol=tol)
     torch.testing.assert_close(x_next, ref_next, rtol=0, atol=tol)
-    unguided, _ = make_daps(prior, op).step(*make_daps(prior, op).predictors(), i, x, y, generators_from_seeds([7, 8]))
+    plain = make_daps(prior, op)
+    unguided, _ = plain.step(StepContext(plain.predictor(), y, generators_from_seeds([7, 8])), i, x)
     assert (x_next - unguided).abs().max() > 1e-3  # PAG changed the step
 
 
@@ -322,8 +321,7 @@ def test_latent_step_is_the_official_equations(sd_prior, latent_problem):
     assert solver.mc_algo == "hmc" and solver.grad_clip == 1.0
     i = 2
     x = torch.randn(2, *sd_prior.sample_shape, generator=torch.Generator().manual_seed(2)) * solver.sigmas[i]
-    predict, plain = solver.predictors()
-    x_next, z0_hat = solver.step(predict, plain, i, x, y, generators_from_seeds([7, 8]))
+    x_next, z0_hat = solver.step(StepContext(solver.predictor(), y, generators_from_seeds([7, 8])), i, x)
 
     abar = sd_prior.schedule.alphas_cumprod
     table = ((1 - abar) / abar).sqrt()

@@ -49,7 +49,7 @@ def test_poly_sigmas_is_edm_grid():
 def test_edm_denoiser_is_the_posterior_mean(problem):
     prior, op, *_ = problem
     solver = DAPS(prior, op, progress=False)
-    predict, _ = solver.predictors()
+    predict, edm = solver.predictor(), solver.denoiser
     x = torch.randn(3, *SHAPE, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     for t in (20, 300, 900):
         sigma = solver.denoiser.sigma(t)
@@ -58,7 +58,7 @@ def test_edm_denoiser_is_the_posterior_mean(problem):
         # x = x0 + sigma n: E[x0 | x] = mu + Sigma (Sigma + sigma^2 I)^-1 (x - mu)
         gain = prior.covariance @ torch.linalg.inv(prior.covariance + sigma**2 * torch.eye(D, dtype=torch.float64))
         expected = prior.mu + (x.flatten(1) - prior.mu) @ gain.T
-        got = solver.denoiser(predict, x, t, guided=False).flatten(1)
+        got = edm.denoise(x, sigma, predict(edm.vp_input(x, sigma), t).eps).flatten(1)
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
 
 

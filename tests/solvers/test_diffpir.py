@@ -12,7 +12,7 @@ from operators import make_operator
 from operators.random import generators_from_seeds, randn
 from priors import GaussianPrior, linear_operator_matrix, perturbed_self_attention
 from priors.adm import ADMPrior
-from solvers import PAG, NoisePredictor, sample
+from solvers import PAG, NoisePredictor, StepContext, sample
 from solvers.diffpir import DiffPIR, quad_timesteps
 
 LAYERS = ("input_blocks.3.1", "middle_block.1")
@@ -207,7 +207,7 @@ def test_pag_step_by_hand(prior, images, x0_from):
     expected = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * (
         math.sqrt(1 - zeta) * eps_hat + math.sqrt(zeta) * noise
     )
-    x_prev, _ = solver.step(NoisePredictor(prior, solver.pag), i, x_t, y, noise)
+    x_prev, _ = solver.step(StepContext(NoisePredictor(prior, solver.pag), y, noise=noise), i, x_t)
     torch.testing.assert_close(x_prev, expected, rtol=0, atol=2e-5)
 
 

@@ -8,7 +8,7 @@ from operators import make_operator
 from operators.random import generators_from_seeds
 from priors import perturbed_self_attention
 from priors.adm import ADMPrior
-from solvers import DPS, PAG, NoisePredictor
+from solvers import DPS, PAG, NoisePredictor, StepContext
 
 LAYERS = ("input_blocks.3.1", "middle_block.1")
 
@@ -82,7 +82,7 @@ def test_dps_pag_step_by_hand(prior, problem):
     loss = sum((y[b] - op(x0_hat)[b]).norm() for b in range(3))
     expected = x_prime - zeta * torch.autograd.grad(loss, x)[0]
 
-    got, got_x0 = solver.step(NoisePredictor(prior, solver.pag), i, x_t, y, noise)
+    got, got_x0 = solver.step(StepContext(NoisePredictor(prior, solver.pag), y, noise=noise), i, x_t)
     # float32: the shared prefix splits decoder convs into live and skip parts (priors.SkipBranch), which rounds
     # eps differently by ~1e-7, amplified by 1/sqrt(abar) in x0_hat
     torch.testing.assert_close(got, expected, rtol=0, atol=2e-5)
@@ -117,7 +117,7 @@ def test_data_term_sees_the_unguided_x0_hat(prior64, problem, x0_from):
     solver.operator = recorder
     x_t = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
     noise = torch.zeros_like(x_t)
-    solver.step(NoisePredictor(prior, solver.pag), 2, x_t, y, noise)
+    solver.step(StepContext(NoisePredictor(prior, solver.pag), y, noise=noise), 2, x_t)
     (seen,) = recorder.inputs
     sched, t = solver.schedule, int(solver.schedule.timesteps[2])
     with torch.no_grad():

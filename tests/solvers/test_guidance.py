@@ -8,7 +8,7 @@ from operators import make_operator
 from operators.random import generators_from_seeds
 from priors import perturbed_self_attention
 from priors.adm import ADMPrior
-from solvers import DPS, PAG, NoisePredictor
+from solvers import DPS, PAG, NoisePredictor, StepContext
 from solvers.guidance import PAG_MODES
 
 LAYERS = ("input_blocks.3.1", "middle_block.1")
@@ -56,7 +56,7 @@ def test_all_modes_give_the_step_by_hand(prior64, problem, x0_from):
     steps = {}
     for mode in PAG_MODES:
         solver = DPS(prior64, op, zeta=zeta, num_steps=10, pag=PAG(s, LAYERS, x0_from=x0_from, mode=mode))
-        steps[mode] = solver.step(NoisePredictor(prior64, solver.pag), i, x_t, y, noise)[0]
+        steps[mode] = solver.step(StepContext(NoisePredictor(prior64, solver.pag), y, noise=noise), i, x_t)[0]
     expected = by_hand(prior64, op, y, solver.schedule, i, x_t, noise, zeta, s, x0_from)
     for mode, got in steps.items():
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-10, msg=f"mode={mode}")
@@ -108,10 +108,10 @@ def test_outside_the_interval_the_step_is_the_unguided_one(prior64, problem, mod
     for i in range(num_steps):
         calls, handle = count_network_calls(prior64)
         try:
-            got = guided.step(predict_guided, i, x_t, y, noise)
+            got = guided.step(StepContext(predict_guided, y, noise=noise), i, x_t)
         finally:
             handle.remove()
-        want = plain.step(predict_plain, i, x_t, y, noise)
+        want = plain.step(StepContext(predict_plain, y, noise=noise), i, x_t)
         inside = lo <= timesteps[i] <= hi
         assert len(calls) == (2 if inside else 1), i
         if inside:

@@ -7,7 +7,7 @@ import torch
 from operators import make_operator
 from operators.random import generators_from_seeds
 from priors import perturbed_self_attention
-from solvers import PAG, PSLD, NoisePredictor, sample
+from solvers import PAG, PSLD, NoisePredictor, StepContext, sample
 
 LAYER = "input_blocks.8.1.transformer_blocks.0.attn1"
 
@@ -49,7 +49,7 @@ def test_psld_step_by_hand(prior, problem):
     glue = torch.stack([(prior.encode(glued)[b] - z0_hat[b]).norm() for b in range(2)])
     expected = z_prime - torch.autograd.grad((omega * meas + gamma * glue).sum(), z)[0]
 
-    got, got_z0 = solver.step(NoisePredictor(prior, solver.pag), i, z_t, y, None, generators_from_seeds([0, 1]))
+    got, got_z0 = solver.step(StepContext(NoisePredictor(prior, solver.pag), y, generators_from_seeds([0, 1])), i, z_t)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(got_z0, z0_hat.detach(), rtol=0, atol=1e-5)
 

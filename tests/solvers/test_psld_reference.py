@@ -10,7 +10,7 @@ import torch
 from operators import make_operator
 from operators.random import generators_from_seeds
 from priors import perturbed_self_attention
-from solvers import PAG, PSLD, NoisePredictor
+from solvers import PAG, PSLD, NoisePredictor, StepContext
 
 LAYER = "input_blocks.8.1.transformer_blocks.0.attn1"
 
@@ -45,7 +45,7 @@ def test_unet_timesteps(prior, monkeypatch, num_steps, reference):
             z = torch.zeros(1, *prior.sample_shape)
             predict = NoisePredictor(prior, None)
             for i in range(num_steps):
-                solver.step(predict, i, z, None, None, [])
+                solver.step(StepContext(predict), i, z)
     finally:
         handle.remove()
     unet_t, abar_index = ldm_unet_timesteps(num_steps)
@@ -94,7 +94,7 @@ def test_cfg_pag_data_term_uses_the_conditional_eps(prior):
     loss = omega * (y - y_hat).norm() + gamma * (z_glued - z0_cond).norm()
     expected = z_prime - torch.autograd.grad(loss, z)[0]
 
-    got, got_z0 = solver.step(solver_predictor(solver), i, z_t, y, None, generators_from_seeds([7]))
+    got, got_z0 = solver.step(StepContext(solver_predictor(solver), y, generators_from_seeds([7])), i, z_t)
     torch.testing.assert_close(got_z0, z0_cond.detach(), rtol=0, atol=1e-5)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
     z0_combined = (z_t - (1 - abar) ** 0.5 * (eps_u + w * (eps_c.detach() - eps_u))) / abar**0.5
