@@ -10,32 +10,26 @@ package registers the OmegaConf resolvers the configs use (``auto_solver``, ``pa
 folder-name parts).
 """
 
-from .build import build_operator, build_prior, build_solver, prior_image_size, resolve_path, select_device
-from .config import (
-    CONF_DIR,
-    REPO_ROOT,
-    Settings,
-    check_compatible,
-    compose,
-    operator_params,
-    option_list,
-    register_resolvers,
-    resolve_settings,
-)
+from .build import build_operator, build_prior, build_solver, prior_image_size, run_needs, select_device
+from .config import Settings, check_compatible, compose, operator_params, option_list, resolve_settings
 from .data import DataSet, Sample, build_dataset
 from .download import Source, WeightsError, WeightsMissing, download_url, fetch
 from .errors import Interrupted, SetupError
 from .heldout import HeldOutBatch, ShapesReference, held_out_batch, pixel_scores, restore_batch
 from .identity import experiment_identity, short_hash, task_as_run
+from .paths import CONF_DIR, REPO_ROOT, resolve_path
+from .priors import PRIORS, PriorFamily
+from .resolvers import register_resolvers
 from .run import Experiment, Plan, dry_run, one_line, plan, run, summarize, task_dir
 from .seeds import ImageStreams, image_streams, stream_seed
 from .store import CSV_COLUMNS, TaskFolder, read_metrics_csv
 from .validate import validate
-from .weights import Need, is_offline, prefetch_command, run_needs
+from .weights import Need, is_offline, prefetch_command
 
 __all__ = [
     "CONF_DIR",
     "CSV_COLUMNS",
+    "PRIORS",
     "REPO_ROOT",
     "DataSet",
     "Experiment",
@@ -44,6 +38,7 @@ __all__ = [
     "Interrupted",
     "Need",
     "Plan",
+    "PriorFamily",
     "Sample",
     "Settings",
     "SetupError",

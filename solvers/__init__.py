@@ -1,7 +1,8 @@
 """Posterior samplers over diffusion priors, with Perturbed-Attention Guidance, declared in one registry.
 
-``SOLVERS`` maps a solver's name to its ``SolverSpec`` (class, prior space, step-size names, step-table section):
-DPS, DiffPIR and DAPS (pixel priors), PSLD and LatentDAPS (latent priors).
+``SOLVERS`` maps a solver's name to its ``SolverSpec`` (class, prior space, step-size names, step-table section;
+its options, ``SolverOption``, read from the constructor): DPS, DiffPIR and DAPS (pixel priors), PSLD and LatentDAPS
+(latent priors).
 """
 
 from .common import DivergenceError, StepInfo
@@ -11,7 +12,17 @@ from .dps import DPS
 from .guidance import PAG, NoisePrediction, NoisePredictor
 from .proximal import DataProximal, data_prox
 from .psld import PSLD
-from .registry import SOLVERS, Solver, SolverSpec, default_solver, prior_space, solvers_for
+from .registry import (
+    SOLVERS,
+    SPACES,
+    Allowed,
+    Solver,
+    SolverOption,
+    SolverSpec,
+    default_solver,
+    prior_space,
+    solvers_for,
+)
 from .sample import sample
 
 __all__ = [
@@ -20,6 +31,8 @@ __all__ = [
     "PAG",
     "PSLD",
     "SOLVERS",
+    "SPACES",
+    "Allowed",
     "DataProximal",
     "DiffPIR",
     "DivergenceError",
@@ -27,6 +40,7 @@ __all__ = [
     "NoisePrediction",
     "NoisePredictor",
     "Solver",
+    "SolverOption",
     "SolverSpec",
     "StepInfo",
     "data_prox",
