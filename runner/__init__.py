@@ -6,8 +6,8 @@
 
 ``scripts/restore.py`` is the same thing behind ``@hydra.main``; weights without a local copy are fetched from
 their configured source (``runner.weights``, ``scripts/fetch_weights.py``) unless offline. Importing this
-package registers the OmegaConf resolvers the configs use (``auto_solver``, ``pag_tag``, ``path_stem`` and the
-folder-name parts).
+package registers the OmegaConf resolvers the configs use (``runner.resolvers``: ``auto_solver``, ``pag_tag``,
+``path_stem`` and the folder-name parts) and the ``solver=auto`` node (``runner.config.register_auto_solver``).
 """
 
 from .build import build_operator, build_prior, build_solver, prior_image_size, run_needs, select_device

@@ -34,8 +34,7 @@ def _space(latent: bool) -> str:
 
 # -- resolvers used by conf/*.yaml ----------------------------------------------------------------------------
 def auto_solver(latent: Any) -> str:
-    """``solver=auto``: the registry's default solver for the prior's space (PSLD for latent priors, DPS for
-    pixel-space priors)."""
+    """``solver=auto``: the registry's default solver for the prior's space (the first one registered for it)."""
     return default_solver(bool(latent))
 
 
