@@ -122,25 +122,29 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 
 def option_rule(option: SolverOption) -> tuple[Callable[[Any], bool], str]:
-    """The check of one solver option, from its type, bounds and choices (``solvers.SolverOption``)."""
-    nullable = option.nullable
+    """The check of one solver option from its type, bounds and choices (``solvers.SolverOption``), worded as the
+    rules above: ``true or false``, ``an integer >= 1``, ``a number >= 0 and <= 1 or null``, ``one of a, b``."""
     if option.choices is not None:
-        return one_of(*option.choices, *([None] if nullable and None not in option.choices else []))
+        return one_of(*option.choices, *([None] if option.nullable and None not in option.choices else []))
+    low, high = option.low, option.high
     if option.kind is bool:
-        return (lambda v: (nullable and v is None) or _bool(v)), "true or false" + (" or null" if nullable else "")
-    if option.kind is int and option.high is None:
-        if option.low is not None:
-            return int_at_least(int(option.low), nullable)
-        return (lambda v: (nullable and v is None) or _int(v)), "an integer" + (" or null" if nullable else "")
-    if option.kind in (int, float):
-        if option.low is not None:
-            return number_at_least(option.low, nullable, option.high)
-        high = option.high
-        text = "a number" + (f" <= {high:g}" if high is not None else "") + (" or null" if nullable else "")
-        return (lambda v: (nullable and v is None) or (_number(v) and (high is None or v <= high))), text
-    if option.kind is str:
-        return (lambda v: (nullable and v is None) or isinstance(v, str)), "a string" + (" or null" if nullable else "")
-    return (lambda v: True), "anything"  # a type no conf file can check (the solver checks it)
+        check, text = _bool, "true or false"
+    elif option.kind is str:
+        check, text = (lambda v: isinstance(v, str)), "a string"
+    elif option.kind in (int, float):
+        whole = option.kind is int
+
+        def check(v: Any) -> bool:
+            return (_int(v) if whole else _number(v)) and (low is None or v >= low) and (high is None or v <= high)
+
+        bounds = [f">= {low:g}"] if low is not None else []
+        bounds += [f"<= {high:g}"] if high is not None else []
+        text = ("an integer" if whole else "a number") + (" " + " and ".join(bounds) if bounds else "")
+    else:  # a type no conf file can state: the solver checks it
+        return (lambda v: True), "anything"
+    if option.nullable:
+        return (lambda v: v is None or check(v)), f"{text} or null"
+    return check, text
 
 
 def solver_rules(name: str | None) -> dict[str, tuple[Callable[[Any], bool], str]]:
