@@ -107,7 +107,7 @@ class SolverSpec:
     space: Space
     params: tuple[str, ...]
     table: str
-    constraints: Mapping[str, Allowed] = field(default_factory=dict)
+    constraints: Mapping[str, Allowed] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
