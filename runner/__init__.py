@@ -6,37 +6,31 @@
 
 ``scripts/restore.py`` is the same thing behind ``@hydra.main``; weights without a local copy are fetched from
 their configured source (``runner.weights``, ``scripts/fetch_weights.py``) unless offline. Importing this
-package registers the OmegaConf resolvers the configs use (``auto_solver``, ``pag_tag``, ``path_stem`` and the
-folder-name parts).
+package registers the OmegaConf resolvers the configs use (``runner.resolvers``: ``auto_solver``, ``pag_tag``,
+``path_stem`` and the folder-name parts) and the ``solver=auto`` node (``runner.config.register_auto_solver``).
 """
 
-from .build import build_operator, build_prior, build_solver, prior_image_size, resolve_path, select_device
-from .config import (
-    CONF_DIR,
-    REPO_ROOT,
-    Settings,
-    check_compatible,
-    compose,
-    operator_params,
-    option_list,
-    register_resolvers,
-    resolve_settings,
-)
+from .build import build_operator, build_prior, build_solver, prior_image_size, run_needs, select_device
+from .config import Settings, check_compatible, compose, operator_params, option_list, resolve_settings
 from .data import DataSet, Sample, build_dataset
 from .download import Source, WeightsError, WeightsMissing, download_url, fetch
 from .errors import Interrupted, SetupError
 from .heldout import HeldOutBatch, ShapesReference, held_out_batch, pixel_scores, restore_batch
 from .hub_data import DataNeed, HubSpec, data_need, hub_spec
 from .identity import experiment_identity, short_hash, task_as_run
+from .paths import CONF_DIR, REPO_ROOT, resolve_path
+from .priors import PRIORS, PriorFamily
+from .resolvers import register_resolvers
 from .run import Experiment, Plan, dry_run, one_line, plan, run, summarize, task_dir
 from .seeds import ImageStreams, image_streams, stream_seed
 from .store import CSV_COLUMNS, TaskFolder, read_metrics_csv
 from .validate import validate
-from .weights import Need, is_offline, prefetch_command, run_needs
+from .weights import Need, is_offline, prefetch_command
 
 __all__ = [
     "CONF_DIR",
     "CSV_COLUMNS",
+    "PRIORS",
     "REPO_ROOT",
     "DataNeed",
     "DataSet",
@@ -47,6 +41,7 @@ __all__ = [
     "Interrupted",
     "Need",
     "Plan",
+    "PriorFamily",
     "Sample",
     "Settings",
     "SetupError",

@@ -17,18 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from solvers import PAG, SOLVERS, default_solver, solvers_for
+from solvers import PAG, SOLVERS, SPACES, default_solver, solvers_for
 
 from .errors import SetupError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO_ROOT / "conf"
-
-#: solver name -> the step-size parameters it takes (from the registry, ``solvers.SOLVERS``)
-SOLVER_PARAMS: Mapping[str, tuple[str, ...]] = {name: spec.params for name, spec in SOLVERS.items()}
-
+from .paths import CONF_DIR
 
 _SPACE_WORDS = {"pixel": "pixel-space", "latent": "latent"}
 
@@ -39,8 +34,7 @@ def _space(latent: bool) -> str:
 
 # -- resolvers used by conf/*.yaml ----------------------------------------------------------------------------
 def auto_solver(latent: Any) -> str:
-    """``solver=auto``: the registry's default solver for the prior's space (PSLD for latent priors, DPS for
-    pixel-space priors)."""
+    """``solver=auto``: the registry's default solver for the prior's space (the first one registered for it)."""
     return default_solver(bool(latent))
 
 
@@ -64,21 +58,19 @@ def path_stem(path: Any) -> str:
     return "unset" if path is None else (Path(str(path)).name or "root")
 
 
-def register_resolvers() -> None:
-    """Register the resolvers of ``conf/*.yaml`` with OmegaConf (idempotent): ``auto_solver``, ``pag_tag``,
-    ``path_stem``, and the folder-name parts ``steps_tag``, ``settings_hash``, ``task_folder``."""
-    from . import identity  # it needs this module's resolve_settings
-
-    resolvers = {
-        "auto_solver": auto_solver,
-        "pag_tag": pag_tag,
-        "path_stem": path_stem,
-        "steps_tag": identity.steps_tag,
-        "settings_hash": identity.settings_hash,
-        "task_folder": identity.task_folder,
-    }
-    for name, fn in resolvers.items():
-        OmegaConf.register_new_resolver(name, fn, replace=True)
+def register_auto_solver() -> None:
+    """``solver=auto`` (``conf/config.yaml``'s default): a config node made from the registry, the conf files of
+    each space's default solver merged (so their keys, ``solver.zeta=...`` or ``solver.eta=...``, can be given
+    with it; the chosen one reads its own) and ``name`` resolved from the prior by ``auto_solver``. Registered on
+    import and again by ``compose`` (the registry may have changed)."""
+    defaults = []
+    for space in SPACES:
+        try:
+            defaults.append(default_solver(space))
+        except ValueError:  # no solver for this space
+            continue
+    node = {"defaults": [*defaults, "_self_"], "name": "${auto_solver:${prior.latent}}"}
+    ConfigStore.instance().store(group="solver", name="auto", node=node, provider="runner")
 
 
 def compose(*overrides: str, config_name: str = "config") -> DictConfig:
@@ -87,6 +79,7 @@ def compose(*overrides: str, config_name: str = "config") -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    register_auto_solver()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides))
 
@@ -94,8 +87,13 @@ def compose(*overrides: str, config_name: str = "config") -> DictConfig:
 # -- the choices a user has -----------------------------------------------------------------------------------
 def group_options(group: str) -> list[str]:
     """The options of a config group (``task``, ``prior``, ...), from ``conf/<group>/*.yaml`` (``_*.yaml`` are
-    shared parts, not options)."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
+    shared parts, not options) and the nodes registered in code (``solver=auto``)."""
+    files = {p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_")}
+    try:
+        stored = {Path(name).stem for name in ConfigStore.instance().list(group)}
+    except OSError:  # no node registered for this group
+        stored = set()
+    return sorted(files | stored)
 
 
 def option_list(group: str, text: str) -> list[str]:
@@ -213,7 +211,7 @@ def _table(cfg: DictConfig, solver: str, row: str, row_source: str) -> Mapping[s
         raise SetupError(
             f"no step sizes for solver={solver} on {row_source}={row!r}; the table has "
             f"{', '.join(tables[section])}. Set steps.row to one of them or give every value on the command line "
-            f"({', '.join(f'solver.{p}=...' for p in SOLVER_PARAMS[solver])}, pag.scale=..., pag.layers=[...])"
+            f"({', '.join(f'solver.{p}=...' for p in SOLVERS[solver].params)}, pag.scale=..., pag.layers=[...])"
         )
     return tables[section][row]
 
@@ -253,7 +251,7 @@ def resolve_settings(cfg: DictConfig) -> Settings:
     sources: dict[str, str] = {"dataset": row_source}
 
     step_sizes: dict[str, float] = {}
-    for param in SOLVER_PARAMS[solver]:
+    for param in SOLVERS[solver].params:
         value = cfg.solver.get(param)
         if value is not None:
             step_sizes[param], sources[param] = float(value), f"solver.{param}"
@@ -315,4 +313,4 @@ def operator_params(task_cfg: DictConfig, size: int, reference: bool = False) ->
     return params
 
 
-register_resolvers()
+register_auto_solver()

@@ -8,14 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from imaging import ImageFolder, ShapesDataset, Skipped, check_shard, load_image
 
-from .build import resolve_path
 from .errors import SetupError
 from .hub_data import cached_selection, folder_is_default, hub_spec, select
+from .paths import CONF_DIR, env_variable, resolve_path
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,16 @@ class DataSet:
     def load_label(self, sample: Sample) -> torch.Tensor:
         """The ground truth the metrics compare with: (3, eval size, eval size) from the source, or ``load``."""
         return self.label_loader(sample) if self.label_loader is not None else self.loader(sample)
+
+
+def path_variable(data_cfg: DictConfig) -> str | None:
+    """The environment variable the shipped ``conf/data/<name>.yaml`` reads its folder from (``FFHQ_DIR`` for
+    ``path: ${oc.env:FFHQ_DIR,data/ffhq256}``), for messages; None for a data set without one. That file is the one
+    place that names it."""
+    shipped = CONF_DIR / "data" / f"{data_cfg.get('name')}.yaml"
+    if not shipped.is_file():
+        return None
+    return env_variable(OmegaConf.to_container(OmegaConf.load(shipped), resolve=False).get("path"))
 
 
 #: how image files are resized to the working resolution: bicubic, or nearest (PSLD_PAG's
@@ -113,7 +123,7 @@ def build_dataset(
         if not root.is_dir() and data_cfg.get("hub") is not None and folder_is_default(data_cfg):
             return hub_dataset(data_cfg, size, eval_size, **hub)  # no folder given or found: the configured Hub set
         if not root.is_dir():
-            env = {"ffhq": "FFHQ_DIR", "imagenet": "IMAGENET_VAL_DIR"}.get(str(data_cfg.name))
+            env = path_variable(data_cfg)
             hint = f" (or export {env}=<folder>)" if env else ""
             raise SetupError(f"data={data_cfg.name}: image folder not found: {root}. Set data.path=<folder>{hint}")
         folder = ImageFolder(

@@ -11,11 +11,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from solvers import SOLVERS
+from solvers import SOLVERS, SolverOption
 from solvers.guidance import PAG_MODES
 
 from .build import DTYPES
+from .data import path_variable
 from .errors import SetupError
+from .paths import resolve_path
 
 _ABSENT = object()
 
@@ -97,17 +99,6 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "pag.mode": one_of(*PAG_MODES),
     "pag.interval": (_interval, "null or [t_lo, t_hi] with 0 <= t_lo <= t_hi (timesteps), e.g. [0,500]"),
     "solver.num_steps": int_at_least(1, nullable=True),
-    "solver.zeta": number_at_least(0, nullable=True),
-    "solver.omega": number_at_least(0, nullable=True),
-    "solver.gamma": number_at_least(0, nullable=True),
-    "solver.clip_x0": BOOL,
-    "solver.eta": number_at_least(0, high=1),
-    "solver.cfg_scale": number_at_least(0),
-    "solver.prompt": (lambda v: isinstance(v, str), "a string"),
-    "solver.noisy_measurement_loss": BOOL,
-    "solver.stochastic_encoder": BOOL,
-    "solver.empty_prompt_cfg": BOOL,
-    "solver.reference": BOOL,
     "steps.row": (lambda v: v is None or isinstance(v, str), "null or a row of the step-size table"),
     "prior.image_size": int_at_least(1),
     "data.limit": int_at_least(1, nullable=True),
@@ -128,16 +119,56 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "save.grid": BOOL,
     "save.grid_progress": BOOL,
 }
-# every registered solver's step sizes (given, or null: from the table)
-for _spec in SOLVERS.values():
-    for _param in _spec.params:
-        RULES.setdefault(f"solver.{_param}", number_at_least(0, nullable=True))
+
+
+def option_rule(option: SolverOption) -> tuple[Callable[[Any], bool], str]:
+    """The check of one solver option from its type, bounds and choices (``solvers.SolverOption``), worded as the
+    rules above: ``true or false``, ``an integer >= 1``, ``a number >= 0 and <= 1 or null``, ``one of a, b``."""
+    if option.choices is not None:
+        return one_of(*option.choices, *([None] if option.nullable and None not in option.choices else []))
+    low, high = option.low, option.high
+    if option.kind is bool:
+        check, text = _bool, "true or false"
+    elif option.kind is str:
+        check, text = (lambda v: isinstance(v, str)), "a string"
+    elif option.kind in (int, float):
+        whole = option.kind is int
+
+        def check(v: Any) -> bool:
+            return (_int(v) if whole else _number(v)) and (low is None or v >= low) and (high is None or v <= high)
+
+        bounds = [f">= {low:g}"] if low is not None else []
+        bounds += [f"<= {high:g}"] if high is not None else []
+        text = ("an integer" if whole else "a number") + (" " + " and ".join(bounds) if bounds else "")
+    else:  # a type no conf file can state: the solver checks it
+        return (lambda v: True), "anything"
+    if option.nullable:
+        return (lambda v: v is None or check(v)), f"{text} or null"
+    return check, text
+
+
+def solver_rules(name: str | None) -> dict[str, tuple[Callable[[Any], bool], str]]:
+    """``solver.<key>`` rules from the registry (``solvers.SOLVERS``): every solver's step sizes (given, or null:
+    from the table) and options, by their types. A key several solvers take is checked by solver ``name``'s rule
+    when it takes it (else by the first registered one's): ``solver=auto`` holds the keys of several solvers."""
+    rules: dict[str, tuple[Callable[[Any], bool], str]] = {}
+    specs = [SOLVERS[name]] if name in SOLVERS else []
+    for spec in [*specs, *SOLVERS.values()]:
+        for param in spec.params:
+            rules.setdefault(f"solver.{param}", number_at_least(0, nullable=True))
+        for option in spec.option_specs.values():
+            rules.setdefault(f"solver.{option.name}", option_rule(option))
+    return rules
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ``SetupError("<key>=<value>: <allowed>")`` for the first setting of ``RULES`` that is not allowed,
-    and for a folder data set whose folder is missing."""
-    for key, (check, allowed) in RULES.items():
+    """Raise ``SetupError("<key>=<value>: <allowed>")`` for the first setting of ``RULES`` (and of the registered
+    solvers' keys, ``solver_rules``) that is not allowed, and for a folder data set whose folder is missing."""
+    try:
+        name = OmegaConf.select(cfg, "solver.name", default=None)
+    except OmegaConfBaseException:  # reported below, as the key that cannot be resolved
+        name = None
+    for key, (check, allowed) in {**RULES, **solver_rules(name)}.items():
         try:
             value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True)
         except OmegaConfBaseException as exc:
@@ -148,7 +179,6 @@ def validate(cfg: DictConfig) -> None:
             value = OmegaConf.to_container(value) if not isinstance(value, list) else value
         if not check(value):
             raise SetupError(f"{key}={_show(value)}: {allowed}")
-    name = OmegaConf.select(cfg, "solver.name", default=None)
     reference = OmegaConf.select(cfg, "solver.reference", default=False)
     if reference and name in SOLVERS and "reference" not in SOLVERS[name].options:
         with_switch = ", ".join(n for n, spec in SOLVERS.items() if "reference" in spec.options)
@@ -172,10 +202,8 @@ def _hub_fallback(data_cfg: DictConfig) -> bool:
 
 
 def _check_data_path(data_cfg: DictConfig) -> None:
-    from .build import resolve_path
-
     path = data_cfg.get("path")
-    env = {"ffhq": "FFHQ_DIR", "imagenet": "IMAGENET_VAL_DIR"}.get(str(data_cfg.get("name")))
+    env = path_variable(data_cfg)
     hint = f" (or export {env}=<folder>)" if env else ""
     if path in (None, "", "???"):
         raise SetupError(f"data.path=null: data={data_cfg.name} needs the images' folder: data.path=/path/to/images")

@@ -5,8 +5,10 @@ Every file has a *local* copy that wins when it exists (``prior.checkpoint``, ``
 URL, a SHA-256 where one is established; the metric networks' published URLs). A source is used only when the
 local path is the config's default: a path the user gave is never silently replaced by a download.
 
-``scripts/fetch_weights.py`` fetches what a run (or a sweep) needs with the same overrides as ``restore.py``;
-a run does the same at start-up unless it is offline (``offline=true`` or ``HF_HUB_OFFLINE=1``).
+What each prior family reads is declared with the family (``runner.priors``); a run's whole list is
+``runner.build.run_needs``. ``scripts/fetch_weights.py`` fetches what a run (or a sweep) needs with the same
+overrides as ``restore.py``; a run does the same at start-up unless it is offline (``offline=true`` or
+``HF_HUB_OFFLINE=1``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import logging
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,9 +24,6 @@ from .download import Source, WeightsError, WeightsMissing, cached, env_offline,
 from .errors import SetupError
 
 log = logging.getLogger("runner")
-
-#: files a usable SD config snapshot must hold (text encoder / tokenizer are optional for ``load_sd``)
-_SD_CONFIGS = ("unet/config.json", "vae/config.json")
 
 
 @dataclass(frozen=True)
@@ -67,7 +65,7 @@ def prefetch_command(cfg: DictConfig) -> str:
     return " ".join(["python scripts/fetch_weights.py", *(shlex.quote(o) for o in overrides)])
 
 
-def _from_default(node: DictConfig, key: str) -> bool:
+def from_default(node: DictConfig, key: str) -> bool:
     """``node.key`` is the config file's interpolated default (``${oc.env:...}``), not a path the user typed."""
     try:
         return "${" in str(OmegaConf.to_container(node, resolve=False).get(key, ""))
@@ -75,90 +73,11 @@ def _from_default(node: DictConfig, key: str) -> bool:
         return False
 
 
-# -- sources of the configs -----------------------------------------------------------------------------------
-def adm_source(prior_cfg: DictConfig) -> Source | None:
-    """``prior.weights`` of an ADM prior: ``url`` (wins) or Hub ``repo`` + ``file``; None without one."""
-    w = prior_cfg.get("weights")
-    if not w or not (w.get("url") or w.get("repo")):
-        return None
-    url = w.get("url")
-    filename = Path(urlparse(str(url)).path).name if url else str(w.file)
-    return Source(
-        what=str(prior_cfg.title),
-        filename=filename,
-        url=str(url) if url else None,
-        repo=None if url else str(w.repo),
-        revision=w.get("revision"),
-        sha256=w.get("sha256"),
-    )
-
-
-def sd_source(prior_cfg: DictConfig, repo: str | None = None, *, configs_only: bool = False) -> Source | None:
-    """The Hub snapshot of an SD prior (``prior.weights.repo`` or ``repo``): the files ``load_sd`` reads, or
-    with ``configs_only`` only the configs a single-file checkpoint lacks."""
-    from priors.sd.load import CONFIG_PATTERNS, hub_patterns
-
-    w = prior_cfg.get("weights") or {}
-    repo = repo or w.get("repo")
-    if not repo:
-        return None
-    variant = w.get("variant")
-    patterns = CONFIG_PATTERNS if configs_only else tuple(hub_patterns(variant))
-    what = f"{prior_cfg.title} configs" if configs_only else str(prior_cfg.title)
-    # the weights too, or a configs-only snapshot (a single-file checkpoint's) would pass for the whole model
-    dot = f".{variant}" if variant else ""
-    weights = () if configs_only else tuple(f"{m}/diffusion_pytorch_model{dot}.safetensors" for m in ("unet", "vae"))
-    return Source(
-        what,
-        str(repo),
-        repo=str(repo),
-        revision=w.get("revision"),
-        patterns=tuple(patterns),
-        required=_SD_CONFIGS + weights,
-    )
-
-
 def looks_local(source: str) -> bool:
     """A filesystem path rather than a Hugging Face Hub id (``owner/name``)."""
     return (
         source.startswith((".", "/", "~")) or Path(source).suffix in (".safetensors", ".ckpt") or source.count("/") != 1
     )
-
-
-def prior_needs(prior_cfg: DictConfig) -> list[Need]:
-    """What the prior reads: its checkpoint / folder, and for a single-file SD checkpoint its config folder."""
-    from .build import resolve_path
-
-    kind = str(prior_cfg.kind)
-    if kind == "adm":
-        source = adm_source(prior_cfg) if _from_default(prior_cfg, "checkpoint") else None
-        return [Need("prior.checkpoint", str(prior_cfg.title), resolve_path(prior_cfg.checkpoint), source)]
-    if kind != "sd":
-        return []
-    text = str(prior_cfg.source)
-    if not looks_local(text):  # a Hub id
-        return [Need("prior.source", str(prior_cfg.title), None, sd_source(prior_cfg, text))]
-    local = resolve_path(text)
-    source = sd_source(prior_cfg) if _from_default(prior_cfg, "source") else None
-    needs = [Need("prior.source", str(prior_cfg.title), local, source)]
-    if local.is_file():
-        needs.append(config_need(prior_cfg))
-    return needs
-
-
-def config_need(prior_cfg: DictConfig) -> Need:
-    """The config folder of a single-file SD checkpoint: ``prior.config`` (a folder, or a Hub id), else the
-    configs of ``prior.weights.repo``."""
-    from .build import resolve_path
-
-    options = prior_cfg.get("options") or {}
-    config = prior_cfg.get("config") or options.get("config")
-    what = f"{prior_cfg.title} configs"
-    if config is None:
-        return Need("prior.config", what, None, sd_source(prior_cfg, configs_only=True))
-    if looks_local(str(config)):
-        return Need("prior.config", what, resolve_path(str(config)), None)
-    return Need("prior.config", what, None, sd_source(prior_cfg, str(config), configs_only=True))
 
 
 def metric_needs(cfg: DictConfig) -> list[Need]:
@@ -183,10 +102,6 @@ def metric_needs(cfg: DictConfig) -> list[Need]:
             source = Source(spec.what, spec.filename, url=spec.url, sha256=spec.sha256)
             needs.append(Need(setting, spec.what, None, source, optional=True))
     return needs
-
-
-def run_needs(cfg: DictConfig) -> list[Need]:
-    return [*prior_needs(cfg.prior), *metric_needs(cfg)]
 
 
 # -- using them -----------------------------------------------------------------------------------------------

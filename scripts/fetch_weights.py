@@ -46,7 +46,7 @@ def needs_of(jobs: list[list[str]]) -> list[weights.Need]:
     """The union of the jobs' needs (each file once)."""
     seen: dict[tuple, weights.Need] = {}
     for job in jobs:
-        for need in weights.run_needs(runner.compose(*job)):
+        for need in runner.run_needs(runner.compose(*job)):
             key = need.source.key() if need.source is not None else (str(need.local),)
             seen.setdefault(key, need)
     return list(seen.values())

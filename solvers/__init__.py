@@ -1,8 +1,9 @@
 """Posterior samplers over diffusion priors, with Perturbed-Attention Guidance, declared in one registry.
 
-``SOLVERS`` maps a solver's name to its ``SolverSpec`` (class, prior space, step-size names, step-table section):
-DPS, DiffPIR and DAPS (pixel priors), PSLD and LatentDAPS (latent priors). Each is its settings and its
-``step(ctx, i, x) -> (x_next, x0_hat)``; ``run_chain`` (``ChainSolver.restore``) runs the steps for all of them.
+``SOLVERS`` maps a solver's name to its ``SolverSpec`` (class, prior space, step-size names, step-table section;
+its options, ``SolverOption``, read from the constructor): DPS, DiffPIR and DAPS (pixel priors), PSLD and LatentDAPS
+(latent priors). Each is its settings and its ``step(ctx, i, x) -> (x_next, x0_hat)``; ``run_chain``
+(``ChainSolver.restore``) runs the steps for all of them.
 """
 
 from .chain import ChainSolver, DivergenceError, StepContext, StepInfo, run_chain
@@ -12,7 +13,17 @@ from .dps import DPS
 from .guidance import PAG, NoisePrediction, NoisePredictor
 from .proximal import DataProximal, data_prox
 from .psld import PSLD
-from .registry import SOLVERS, Solver, SolverSpec, default_solver, prior_space, solvers_for
+from .registry import (
+    SOLVERS,
+    SPACES,
+    Allowed,
+    Solver,
+    SolverOption,
+    SolverSpec,
+    default_solver,
+    prior_space,
+    solvers_for,
+)
 from .sample import sample
 
 __all__ = [
@@ -21,6 +32,8 @@ __all__ = [
     "PAG",
     "PSLD",
     "SOLVERS",
+    "SPACES",
+    "Allowed",
     "ChainSolver",
     "DataProximal",
     "DiffPIR",
@@ -29,6 +42,7 @@ __all__ = [
     "NoisePrediction",
     "NoisePredictor",
     "Solver",
+    "SolverOption",
     "SolverSpec",
     "StepContext",
     "StepInfo",

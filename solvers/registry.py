@@ -4,7 +4,8 @@ A solver is a class constructed as ``Cls(prior, operator, **step_sizes, pag=...,
 **options)`` whose ``restore(y, generator, *, batch_size=None, x_T=None, callback=None, callback_every=0)``
 returns images in [-1, 1], and whose step is written over a ``NoisePredictor`` (so PAG, CFG + PAG and the shared
 prefix come with it). The runner (config checks, ``solver=auto``, building), ``sample`` and
-the benchmark read this table; nothing else branches on a solver's name.
+the benchmark read this table; nothing else branches on a solver's name. A solver's options (and the checks of
+their values, ``runner.validate``) are read from its constructor's signature: nothing re-lists them.
 
 Adding a solver: its module, its entry in ``SOLVERS``, its ``conf/solver/<name>.yaml`` (its own keys only; the
 shared ones are in ``conf/solver/_base.yaml``) and its rows in ``conf/steps/*.yaml`` under ``table``.
@@ -12,8 +13,13 @@ shared ones are in ``conf/solver/_base.yaml``) and its rows in ``conf/steps/*.ya
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import inspect
+import sys
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from operators import Operator
@@ -21,7 +27,7 @@ from priors import Prior
 
 from .bare import BareStep, dps_bare_step, psld_bare_step
 from .chain import Solver
-from .daps import DAPS, LatentDAPS
+from .daps import DAPS, MC_ALGOS, LatentDAPS
 from .diffpir import DiffPIR
 from .dps import DPS
 from .guidance import PAG
@@ -31,6 +37,35 @@ Space = Literal["pixel", "latent"]
 SPACES: tuple[Space, ...] = ("pixel", "latent")
 
 
+#: constructor arguments that are not settings of a conf file: what the runner passes itself (the prior, the
+#: operator, PAG, the number of steps, the progress bar) and what only library code passes (``cond``: class labels)
+NOT_OPTIONS = frozenset({"prior", "operator", "pag", "num_steps", "progress", "cond"})
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """What a solver allows for one option beyond its type: an inclusive range, or a fixed set of choices."""
+
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SolverOption:
+    """One setting of a solver, read from its constructor: keyword, effective default and type (``bool``, ``int``,
+    ``float``, ``str``, or ``object`` when the annotation names none of them), ``nullable`` for ``X | None``, and
+    what the spec's ``constraints`` allow besides (a ``Literal[...]`` annotation gives its ``choices`` itself)."""
+
+    name: str
+    default: Any
+    kind: type
+    nullable: bool = False
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+
 @dataclass(frozen=True)
 class SolverSpec:
     """One registered solver.
@@ -38,7 +73,12 @@ class SolverSpec:
     cls: the solver class. space: the priors it runs on (``pixel`` or ``latent``, i.e. ``prior.is_latent``).
     params: its step-size arguments, resolved from the step table (``<param>`` / ``<param>_pag``) unless given.
     table: its section of ``conf/steps/<table>.yaml``.
-    options: further constructor arguments read from its ``conf/solver/<name>.yaml`` node as they are.
+    constraints: bounds or choices of options that their type does not say (PSLD's ``eta`` in [0, 1]).
+
+    Its options (``option_specs``; their names: ``options``) are the constructor's other named parameters (neither
+    ``params`` nor ``NOT_OPTIONS``) with their type hints and defaults, a default overridden by the class's
+    ``option_defaults()`` where it has one (a settings variant that keeps its defaults as class data). The runner
+    reads them from the solver's ``conf/solver/<name>.yaml`` node as they are and checks them before a run.
     bare_step: its step written against the raw network (``solvers.bare``), the benchmark's baseline; optional.
     """
 
@@ -46,12 +86,25 @@ class SolverSpec:
     space: Space
     params: tuple[str, ...]
     table: str
-    options: tuple[str, ...] = ()
+    constraints: Mapping[str, Allowed] = field(default_factory=dict, hash=False)
     bare_step: BareStep | None = None
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
+        unknown = sorted(set(self.constraints) - set(self.option_specs))
+        if unknown:
+            raise ValueError(f"constraints on {unknown}, which are not options of {self.cls.__name__}")
+
+    @cached_property
+    def option_specs(self) -> dict[str, SolverOption]:
+        """Option name -> ``SolverOption``, in the constructor's order."""
+        return constructor_options(self.cls, exclude=(*NOT_OPTIONS, *self.params), constraints=self.constraints)
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The options' names: the constructor arguments read from the solver's conf node."""
+        return tuple(self.option_specs)
 
     def accepts(self, prior: Prior) -> bool:
         return prior_space(prior) == self.space
@@ -78,36 +131,83 @@ class SolverSpec:
         return self.cls(prior, operator, **sizes, pag=pag, num_steps=num_steps, progress=progress, **extra)
 
 
+def constructor_options(
+    cls: Callable[..., Any], exclude: Iterable[str] = (), constraints: Mapping[str, Allowed] | None = None
+) -> dict[str, SolverOption]:
+    """The settings ``cls`` takes: every named parameter of its constructor but ``exclude``, with its type hint and
+    its effective default (``cls.option_defaults()[name]`` where the class defines that hook, else the signature's).
+    A parameter without a default is an error: a conf file could not leave it out."""
+    exclude, constraints = set(exclude), constraints or {}
+    hints = _type_hints(cls)
+    defaults = dict(cls.option_defaults()) if callable(getattr(cls, "option_defaults", None)) else {}
+    options: dict[str, SolverOption] = {}
+    for name, param in inspect.signature(cls).parameters.items():
+        if name in exclude or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        default = defaults.get(name, param.default)
+        if default is inspect.Parameter.empty:
+            raise TypeError(f"{getattr(cls, '__name__', cls)}: option {name!r} has no default")
+        kind, nullable, choices = _kind(hints.get(name), default)
+        allowed = constraints.get(name, Allowed())
+        choices = allowed.choices or choices
+        options[name] = SolverOption(name, default, kind, nullable, allowed.low, allowed.high, choices)
+    return options
+
+
+def _type_hints(cls: Callable[..., Any]) -> dict[str, Any]:
+    """The constructor's annotations as types (postponed ones evaluated in its module; one that does not evaluate,
+    e.g. a name imported for type checkers only, is left out: its option falls back to its default's type)."""
+    init = cls.__init__ if isinstance(cls, type) else cls
+    try:
+        return typing.get_type_hints(init)
+    except Exception:  # one annotation that does not resolve: resolve the others one by one
+        pass
+    namespace = dict(vars(sys.modules[init.__module__])) if init.__module__ in sys.modules else {}
+    hints = {}
+    for name, annotation in getattr(init, "__annotations__", {}).items():
+        try:
+            hints[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation
+        except Exception:
+            continue
+    return hints
+
+
+#: the option types a conf file holds and ``runner.validate`` checks
+CONFIG_TYPES = (bool, int, float, str)
+
+
+def _kind(hint: Any, default: Any) -> tuple[type, bool, tuple[Any, ...] | None]:
+    """(type, nullable, choices) of an annotation: ``X | None`` -> nullable ``X``, ``Literal[...]`` -> its values;
+    without an annotation the default's type (a ``None`` default: nullable)."""
+    nullable, choices = default is None, None
+    if hint is None:
+        return (type(default) if type(default) in CONFIG_TYPES else object), nullable, choices
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        nullable = nullable or type(None) in args
+        rest = [a for a in args if a is not type(None)]
+        hint = rest[0] if len(rest) == 1 else object
+    if typing.get_origin(hint) is Literal:
+        choices = typing.get_args(hint)
+        kinds = {type(c) for c in choices}
+        hint = kinds.pop() if len(kinds) == 1 else object
+    return (hint if hint in CONFIG_TYPES else object), nullable, choices
+
+
 def prior_space(prior: Prior) -> Space:
     """``latent`` for priors over an autoencoder's latents, else ``pixel``."""
     return "latent" if prior.is_latent else "pixel"
 
 
-DAPS_OPTIONS = (
-    "tau",
-    "ode_steps",
-    "mcmc_steps",
-    "lr_min_ratio",
-    "sigma_max",
-    "sigma_min",
-    "ode_sigma_min",
-    "rho",
-    "mc_algo",
-    "momentum",
-    "grad_clip",
-)
-
 #: name -> spec. The first solver declared for a space is that space's default (``solver=auto``, ``sample``).
 SOLVERS: Mapping[str, SolverSpec] = {
-    "dps": SolverSpec(
-        cls=DPS, space="pixel", params=("zeta",), table="dps", options=("clip_x0", "reference"), bare_step=dps_bare_step
-    ),
+    "dps": SolverSpec(cls=DPS, space="pixel", params=("zeta",), table="dps", bare_step=dps_bare_step),
     "diffpir": SolverSpec(
         cls=DiffPIR,
         space="pixel",
         params=("lam", "zeta"),
         table="diffpir",
-        options=("sigma_y", "clip_x0", "cg_max_iter", "cg_tol"),
+        constraints={"sigma_y": Allowed(low=0), "cg_max_iter": Allowed(low=1), "cg_tol": Allowed(low=0)},
     ),
     "psld": SolverSpec(
         cls=PSLD,
@@ -115,22 +215,19 @@ SOLVERS: Mapping[str, SolverSpec] = {
         params=("omega", "gamma"),
         table="psld",
         bare_step=psld_bare_step,
-        options=(
-            "eta",
-            "prompt",
-            "cfg_scale",
-            "noisy_measurement_loss",
-            "stochastic_encoder",
-            "empty_prompt_cfg",
-            "reference",
-        ),
+        constraints={"eta": Allowed(low=0, high=1), "cfg_scale": Allowed(low=0)},
     ),
     "daps": SolverSpec(
         cls=DAPS,
         space="pixel",
         params=("lr",),
         table="daps",
-        options=DAPS_OPTIONS,
+        constraints={
+            "tau": Allowed(low=0),
+            "ode_steps": Allowed(low=1),
+            "mcmc_steps": Allowed(low=1),
+            "mc_algo": Allowed(choices=MC_ALGOS),
+        },
     ),
     # the official SD settings vary the MCMC per task (steps, step size, its decay, HMC momentum)
     "latent_daps": SolverSpec(
@@ -138,18 +235,12 @@ SOLVERS: Mapping[str, SolverSpec] = {
         space="latent",
         params=("lr", "mcmc_steps", "lr_min_ratio", "momentum"),
         table="latent_daps",
-        options=(
-            "tau",
-            "ode_steps",
-            "sigma_max",
-            "sigma_min",
-            "ode_sigma_min",
-            "rho",
-            "mc_algo",
-            "grad_clip",
-            "prompt",
-            "cfg_scale",
-        ),
+        constraints={
+            "tau": Allowed(low=0),
+            "ode_steps": Allowed(low=1),
+            "mc_algo": Allowed(choices=MC_ALGOS),
+            "cfg_scale": Allowed(low=0),
+        },
     ),
 }
 

@@ -110,6 +110,4 @@ def test_cycle_finder_finds_a_circle(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("package", [p for p in LAYERS if p != "scripts"])
 def test_no_module_circles(package):
-    if package == "runner" and cycles(package):  # config <-> identity, build <-> weights, report <-> report.callback
-        pytest.xfail(f"runner's circles, removed on other branches of issue 27: {cycles(package)}")
     assert cycles(package) == []

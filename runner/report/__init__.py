@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from imaging import write_json, write_text
 
-from .callback import ReportCallback
 from .collect import Cell, Job, find_jobs, merge_cells, read_job
 from .gallery import write_gallery
 from .plots import write_plots
@@ -194,3 +195,24 @@ def write_report(
     write_text(out / "README.md", "\n".join(lines))
     write_json(out / "report.json", {"root": str(root), "cells": cells_json, "notes": notes})
     return report
+
+
+class ReportCallback(Callback):
+    """The Hydra callback that writes a sweep's report when a multirun ends (``hydra.callbacks.report`` in
+    ``conf/config.yaml``; drop it with ``~hydra.callbacks.report``): ``on_multirun_end`` runs
+    ``write_report(<sweep dir>, <sweep dir>/<folder>)``. A failing report is logged, not raised: the jobs' results
+    are already on disk and ``scripts/report.py`` can redo it."""
+
+    def __init__(self, folder: str = "report", gallery_images: int = 50) -> None:
+        self.folder = folder
+        self.gallery_images = gallery_images
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(str(config.hydra.sweep.dir))
+        out = sweep / self.folder
+        try:
+            report = write_report(sweep, out, gallery_images=self.gallery_images)
+        except Exception:
+            log.exception("the sweep report could not be written; run: python scripts/report.py %s", sweep)
+            return
+        log.info("report of %d jobs (%d cells) -> %s", len(report.jobs), len(report.cells), out / "README.md")

@@ -219,7 +219,7 @@ def test_metric_sources_match_the_libraries():
 def test_sd15_fetches_only_the_five_components(caches):
     """SD1.5 from the Hub: model_index.json and unet/ vae/ text_encoder/ tokenizer/ scheduler/ only; fp16 files
     with prior.weights.variant=fp16."""
-    from runner.weights import prior_needs
+    from runner.priors import prior_needs
 
     for variant, dot in ((None, ""), ("fp16", ".fp16")):
         cfg = runner.compose("prior=sd15", f"prior.weights.variant={variant or 'null'}")
@@ -360,7 +360,7 @@ def test_ffhq_from_a_warm_hub_cache_offline(caches, tiny_adm_pt, tmp_path, monke
 
 def test_sd15_from_a_warm_hub_cache_offline(caches, tiny_sd_folder, tmp_path, monkeypatch):
     """The tiny latent prior's folder in the Hub cache under SD1.5's repo id is found and loaded offline."""
-    from runner.weights import prior_needs
+    from runner.priors import prior_needs
 
     repo = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     files = {str(p.relative_to(tiny_sd_folder)): p for p in tiny_sd_folder.rglob("*") if p.is_file()}
