@@ -234,3 +234,13 @@ def test_a_rerun_with_another_batch_size_says_so(tmp_path, batches, caplog):
         run("dps", tmp_path, "batch_size=1")
     assert batches == [[2], [3]]
     assert "restored with batch_size=2; this run restores with batch_size=1" in caplog.text
+
+
+def test_a_larger_limit_redoes_the_last_short_batch_whole(tmp_path, batches):
+    run("dps", tmp_path, "data.limit=3")  # batches [0, 1] and [2]
+    assert batches == [[0, 1], [2]]
+    batches.clear()
+    folder, summary = run("dps", tmp_path)  # data.limit=4: batch [2, 3], as an uninterrupted run of 4 has it
+    assert batches == [[2, 3]] and summary["counts"]["done"] == 4
+    reference, _ = run("dps", tmp_path / "uninterrupted")
+    assert_same_files(folder, reference)
