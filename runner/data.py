@@ -1,5 +1,12 @@
 """The images of an experiment (``data`` config): a folder of images, an image data set on the Hugging Face Hub
-(``runner.hub_data``), or the procedural shapes demo set."""
+(``runner.hub_data``), or the procedural shapes demo set, in batches.
+
+A batch is the run's unit of work, fixed by the images' indices alone: batch k holds the images of (unsharded) index
+k * batch_size ... (k + 1) * batch_size - 1. Shards are made of whole batches (batch k goes to shard
+k % num_shards), and a run restores, resumes and skips whole batches. A float32 batch of other composition rounds
+differently, so fixing each batch's images is what makes a resumed or sharded run byte-identical to an
+uninterrupted one; only another ``batch_size`` (or thread count) changes the numbers.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +34,16 @@ class Sample:
     source: str
 
 
+def batch_index(index: int, batch_size: int) -> int:
+    """The batch of the image of global ``index``: ``index // batch_size`` (its images: fixed by index alone)."""
+    return index // batch_size
+
+
+def in_shard(index: int, batch_size: int, shard: int, num_shards: int) -> bool:
+    """Whether the image of global ``index`` is ``shard``'s: its whole batch goes to shard ``batch % num_shards``."""
+    return batch_index(index, batch_size) % num_shards == shard
+
+
 @dataclass
 class DataSet:
     """This shard's samples, the names of the whole set (all shards), and the files that were skipped.
@@ -44,11 +61,19 @@ class DataSet:
     label_loader: Callable[[Sample], torch.Tensor] | None = None
     #: the images are not fetched yet (a dry run lists a Hub set without downloading it): no samples, no names
     pending: bool = False
+    batch_size: int = 1  # the unit of work: see the module docstring
 
     @property
     def total(self) -> int:
         """Number of images in the whole set (all shards)."""
         return len(self.names)
+
+    def batches(self) -> list[list[Sample]]:
+        """This shard's samples grouped into the run's batches (by index, in order); the last one may be short."""
+        groups: dict[int, list[Sample]] = {}
+        for sample in self.samples:
+            groups.setdefault(batch_index(sample.index, self.batch_size), []).append(sample)
+        return [groups[k] for k in sorted(groups)]
 
     def load(self, sample: Sample) -> torch.Tensor:
         """(3, size, size) in [-1, 1]; raises for files whose pixels cannot be decoded."""
@@ -79,16 +104,21 @@ def build_dataset(
     size: int,
     eval_size: int | None = None,
     resample: str = "bicubic",
+    batch_size: int = 1,
     *,
     offline: bool = False,
     prefetch: str = "",
     fetch: bool = True,
 ) -> DataSet:
     """The data set of ``data_cfg`` at working resolution ``size`` (files resized with ``resample``); labels at
-    ``eval_size`` (None: ``size``), straight from the files. A Hub set (``data=hub``, or ``data=ffhq|imagenet``
-    without their folder) is fetched into the Hub cache unless ``offline`` (then ``prefetch`` is the command named
-    in the error) or ``fetch=False`` (then, when not cached, a ``pending`` set that lists what would be fetched)."""
+    ``eval_size`` (None: ``size``), straight from the files; this shard's batches of ``batch_size`` images. A Hub set
+    (``data=hub``, or ``data=ffhq|imagenet`` without their folder) is fetched into the Hub cache unless ``offline``
+    (then ``prefetch`` is the command named in the error) or ``fetch=False`` (then, when not cached, a ``pending``
+    set that lists what would be fetched)."""
     eval_size = None if eval_size is None or int(eval_size) == size else int(eval_size)
+    if int(batch_size) < 1:
+        raise SetupError(f"batch_size must be at least 1, got {batch_size}")
+    batch_size = int(batch_size)
     kind = str(data_cfg.kind)
     shard, num_shards = int(data_cfg.get("shard", 0)), int(data_cfg.get("num_shards", 1))
     try:
@@ -103,7 +133,11 @@ def build_dataset(
         start, split = int(data_cfg.get("start", 0)), str(data_cfg.get("split", "test"))
         shapes = ShapesDataset(split, n=max(count, 1), size=size, start=start)
         names = [f"shapes_{split}_{start + i:05d}" for i in range(count)]
-        samples = [Sample(i, names[i], f"shapes:{split}:{start + i}") for i in range(count) if i % num_shards == shard]
+        samples = [
+            Sample(i, names[i], f"shapes:{split}:{start + i}")
+            for i in range(count)
+            if in_shard(i, batch_size, shard, num_shards)
+        ]
         labels = None if eval_size is None else ShapesDataset(split, n=max(count, 1), size=eval_size, start=start)
         return DataSet(
             samples,
@@ -111,8 +145,9 @@ def build_dataset(
             lambda s: shapes[s.index],
             description=f"{count} procedural shapes images ({split} split from {start}) at {size} px",
             label_loader=None if labels is None else (lambda s: labels[s.index]),
+            batch_size=batch_size,
         )
-    hub = dict(offline=offline, prefetch=prefetch, fetch=fetch, resample=resample)
+    hub = dict(offline=offline, prefetch=prefetch, fetch=fetch, resample=resample, batch_size=batch_size)
     if kind == "hub":
         return hub_dataset(data_cfg, size, eval_size, **hub)
     if kind == "folder":
@@ -132,13 +167,14 @@ def build_dataset(
             limit=None if limit is None else int(limit),
             min_size=data_cfg.get("min_size"),
             recursive=bool(data_cfg.get("recursive", False)),
-            shard=shard,
-            num_shards=num_shards,
             background=tuple(data_cfg.get("background") or (255, 255, 255)),
             resample=RESAMPLE[resample],
         )
         by_name = {s.name: s for s in folder.all}
-        samples = [Sample(s.index, s.name, str(s.path)) for s in folder.samples]
+        # the whole listing, then this shard's whole batches (ImageFolder's own sharding deals single images)
+        samples = [
+            Sample(s.index, s.name, str(s.path)) for s in folder.all if in_shard(s.index, batch_size, shard, num_shards)
+        ]
         return DataSet(
             samples,
             [s.name for s in folder.all],
@@ -148,6 +184,7 @@ def build_dataset(
             label_loader=None
             if eval_size is None
             else (lambda s: load_image(by_name[s.name].path, eval_size, folder.background)),
+            batch_size=batch_size,
         )
     raise SetupError(f"data.kind={kind!r} is not known; valid: folder, hub, shapes")
 
@@ -161,21 +198,25 @@ def hub_dataset(
     offline: bool,
     prefetch: str,
     fetch: bool,
+    batch_size: int = 1,
 ) -> DataSet:
-    """The rows of a Hub data set that ``data_cfg`` selects, read from the Hub cache (see ``runner.hub_data``)."""
+    """The rows of a Hub data set that ``data_cfg`` selects, read from the Hub cache (see ``runner.hub_data``), in
+    this shard's whole batches of ``batch_size``."""
     spec = hub_spec(data_cfg)
     shard, num_shards = int(data_cfg.get("shard", 0)), int(data_cfg.get("num_shards", 1))
     background = tuple(data_cfg.get("background") or (255, 255, 255))
     selection = select(spec, offline=offline, prefetch=prefetch) if fetch else cached_selection(spec)
     if selection is None:  # a dry run with nothing cached: say what a run would fetch
         pending = f"{spec.describe()}: not cached yet, a run fetches it"
-        return DataSet([], [], lambda s: None, description=pending, pending=True)
+        return DataSet([], [], lambda s: None, description=pending, pending=True, batch_size=batch_size)
     if not selection.rows:
         reasons = "; ".join(f"{s.name}: {s.reason}" for s in selection.skipped[:3])
         raise SetupError(f"{spec.describe()}: no usable image ({len(selection.skipped)} rows skipped: {reasons})")
     by_name = {row.name: row for row in selection.rows}
     samples = [
-        Sample(k, row.name, selection.source(row)) for k, row in enumerate(selection.rows) if k % num_shards == shard
+        Sample(k, row.name, selection.source(row))
+        for k, row in enumerate(selection.rows)
+        if in_shard(k, batch_size, shard, num_shards)
     ]
 
     def load(sample: Sample, at: int = size, how: Image.Resampling = RESAMPLE[resample]) -> torch.Tensor:
@@ -189,4 +230,5 @@ def hub_dataset(
         description=f"{len(selection.rows)} images from {spec.url()} ({selection.kind}, commit {selection.commit[:8]}) "
         f"at {size} px",
         label_loader=None if eval_size is None else (lambda s: load(s, eval_size, RESAMPLE["bicubic"])),
+        batch_size=batch_size,
     )

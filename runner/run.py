@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -144,7 +145,14 @@ def plan(cfg: DictConfig, fetch: bool = True) -> Plan:
     # PSLD_PAG upsamples its 256 px data to 512 with nearest; ours: bicubic
     resample = "nearest" if reference and bool(cfg.prior.latent) else "bicubic"
     data = build_dataset(
-        cfg.data, size, metrics_size, resample, offline=is_offline(cfg), prefetch=prefetch_command(cfg), fetch=fetch
+        cfg.data,
+        size,
+        metrics_size,
+        resample,
+        int(cfg.batch_size),
+        offline=is_offline(cfg),
+        prefetch=prefetch_command(cfg),
+        fetch=fetch,
     )
     if data.total == 0 and not data.pending:
         reasons = "; ".join(f"{s.name}: {s.reason}" for s in data.skipped[:3])
@@ -284,6 +292,24 @@ def _needs_work(folder: TaskFolder, record: dict[str, Any] | None, retry_failed:
     if status == "failed":
         return retry_failed
     return True  # skipped at load time: try again (cheap; the file may have been fixed)
+
+
+def _batch_needs_work(exp: Experiment, batch: list[Sample], records: dict[str, dict[str, Any]]) -> bool:
+    """Whether any image of ``batch`` lacks a final result: then the whole batch is restored again. An image
+    skipped at load time counts as final while its file still cannot be decoded (checked now: cheap), so a broken
+    file does not make every rerun redo its batch."""
+    retry_failed = bool(exp.cfg.retry_failed)
+    for sample in batch:
+        record = records.get(sample.name)
+        if record is not None and record["status"] == "skipped":
+            try:
+                exp.data.load(sample)
+            except Exception:  # still unreadable: the same batch as before
+                continue
+            return True
+        if _needs_work(exp.folder, record, retry_failed):
+            return True
+    return False
 
 
 def _failed(sample: Sample, error: Exception, seconds: float) -> dict[str, Any]:
@@ -505,19 +531,27 @@ def _run_logged(exp: Experiment) -> dict[str, Any]:
     listing_skips = {s.name: s.reason for s in data.skipped}
     for name, record in list(records.items()):  # a file fixed since the last run is no longer skipped
         if record["status"] == "skipped" and record.get("index") is None and name not in listing_skips:
-            folder.record_path(name).unlink(missing_ok=True)
+            folder.forget(name)
             del records[name]
     for name, reason in listing_skips.items():
         if records.get(name) != (record := _skipped(name, None, reason)):
             folder.write_record(record)
             records[name] = record
 
-    pending = [s for s in data.samples if _needs_work(folder, records.get(s.name), bool(cfg.retry_failed))]
-    finished_before = len(data.samples) - len(pending)
-    if cfg.max_images is not None:
-        pending = pending[: max(int(cfg.max_images), 0)]
-    if finished_before:
-        log.info("resuming: %d of this shard's %d images already have results", finished_before, len(data.samples))
+    # whole batches (runner.data): one with any image still to do is restored again whole, so that every image
+    # is computed in the batch an uninterrupted run gives it
+    batches = data.batches()
+    pending = [batch for batch in batches if _batch_needs_work(exp, batch, records)]
+    if len(pending) < len(batches):
+        log.info(
+            "resuming: %d of this shard's %d batches (batch_size=%d) are complete; an incomplete batch is redone whole",
+            len(batches) - len(pending),
+            len(batches),
+            int(cfg.batch_size),
+        )
+    _warn_other_batch_size(exp, records, pending)
+    if cfg.max_images is not None:  # whole batches: the first ceil(max_images / batch_size) pending ones
+        pending = pending[: math.ceil(max(int(cfg.max_images), 0) / int(cfg.batch_size))]
 
     try:
         _restore_pending(exp, pending, records)
@@ -539,24 +573,40 @@ def _run_logged(exp: Experiment) -> dict[str, Any]:
     return summary
 
 
-def _restore_pending(exp: Experiment, pending: list[Sample], records: dict[str, dict[str, Any]]) -> None:
-    """Restore, save and record ``pending`` batch by batch (``records`` is updated)."""
+def _warn_other_batch_size(exp: Experiment, records: dict[str, dict[str, Any]], pending: list[list[Sample]]) -> None:
+    """A warning when the batches about to run use another ``batch_size`` than the folder's results: the folder name
+    leaves it out, and a float32 batch of other size rounds differently (the records say which size made them)."""
+    if not pending:
+        return
+    names = set(exp.data.names)
+    sizes = {r["batch_size"] for n, r in records.items() if n in names and r["status"] == "done" and "batch_size" in r}
+    others = sorted(sizes - {int(exp.cfg.batch_size)})
+    if others:
+        log.warning(
+            "this folder's results were restored with batch_size=%s; this run restores with batch_size=%d: the "
+            "images it restores may differ from an uninterrupted run with one batch size by float rounding",
+            ",".join(map(str, others)),
+            int(exp.cfg.batch_size),
+        )
+
+
+def _restore_pending(exp: Experiment, pending: list[list[Sample]], records: dict[str, dict[str, Any]]) -> None:
+    """Restore, save and record the batches ``pending``, each whole (``records`` is updated)."""
     cfg, folder, data = exp.cfg, exp.folder, exp.data
-    batch_size = int(cfg.batch_size)
     steps = exp.settings.num_steps
+    images = sum(len(batch) for batch in pending)
     # one bar over the job, in image-steps, so it moves (and its ETA holds) while a batch of images is sampled;
     # to a file or pipe it writes plain lines now and then rather than a redrawn line
     interactive = sys.stderr.isatty()
     with tqdm(
-        total=len(pending) * steps,
-        desc=f"{cfg.task.name} ({len(pending)} images x {steps} steps)",
+        total=images * steps,
+        desc=f"{cfg.task.name} ({images} images x {steps} steps)",
         unit="step",
         disable=not cfg.show_progress,
         mininterval=0.5 if interactive else 30,
         ascii=not interactive,
     ) as bar:
-        for start in range(0, len(pending), batch_size):
-            batch = pending[start : start + batch_size]
+        for batch in pending:
             samples, labels = [], []
             for sample in batch:
                 try:
@@ -578,7 +628,7 @@ def _restore_pending(exp: Experiment, pending: list[Sample], records: dict[str, 
                     results = exp.restore(group_samples, torch.stack(group_labels), advance)
                 except DivergenceError as exc:
                     bar.update(start_n - bar.n)  # back to where the group started: its steps are redone or failed
-                    if len(group_samples) > 1:  # find which image diverged: each alone gives the same numbers
+                    if len(group_samples) > 1:  # find which image diverged: each alone (a rerun does the same)
                         groups = [([s], [x]) for s, x in zip(group_samples, group_labels)] + groups
                         continue
                     log.warning("%s diverged: %s", group_samples[0].name, exc)
@@ -589,7 +639,10 @@ def _restore_pending(exp: Experiment, pending: list[Sample], records: dict[str, 
                     continue
                 seconds = (time.perf_counter() - tic) / len(results)
                 for result in results:  # the bar has counted their steps already
-                    record = exp.save(result, seconds)
+                    # an image of a batch redone whole may have files and a record: the record goes first, so a
+                    # record still means that all of its image's files are in place
+                    folder.forget(result.sample.name)
+                    record = {**exp.save(result, seconds), "batch_size": int(cfg.batch_size)}
                     folder.write_record(record)
                     records[record["name"]] = record
             folder.write_metrics_csv(_in_set(records, data).values())

@@ -13,9 +13,11 @@ Layout (DPS's, plus records and grids)::
     <task_dir>/summary.json          means, counts, FID, settings and the resolved config
     <task_dir>/experiment.json       the settings that determine the results (checked when resuming)
 
-A record exists only once all of its image's files are in place, so a run killed at any point resumes by
-skipping exactly the images that have records. Several processes (shards) may share a folder: each writes its
-own images' records; the tables are snapshots of the records present when written.
+A record exists only once all of its image's files are in place (an image restored again loses its record before
+its files are rewritten), so a run killed at any point knows exactly which images have results; it resumes by
+restoring again every batch with an image that has none, whole (``runner.data``: a batch is the unit of work, so
+each image is computed in the same batch as in an uninterrupted run). Several processes (shards) may share a
+folder: each writes its own batches' records; the tables are snapshots of the records present when written.
 """
 
 from __future__ import annotations
@@ -126,6 +128,10 @@ class TaskFolder:
         if record.get("status") not in STATUSES:
             raise ValueError(f"record status must be one of {STATUSES}, got {record.get('status')!r}")
         write_json(self.record_path(str(record["name"])), dict(record))
+
+    def forget(self, name: str) -> None:
+        """Remove the record of ``name`` (before its files are rewritten: no record vouches for half-written files)."""
+        self.record_path(name).unlink(missing_ok=True)
 
     def is_complete(self, record: Mapping[str, Any]) -> bool:
         """A done record counts only if its recon file is still there."""

@@ -85,7 +85,7 @@ def test_shards_cover_the_set_once_and_match_one_run(run_tiny):
     single_cfg, _ = run_tiny("data.limit=3", "tag=_single")
     cfg, first = run_tiny("data.limit=3", "data.num_shards=2", "data.shard=0")
     shard0 = {r["name"] for r in read_metrics_csv(task_dir(cfg) / "metrics.csv")}
-    assert shard0 == {NAMES[0], NAMES[2]}  # image k goes to shard k % 2
+    assert shard0 == {NAMES[0], NAMES[2]}  # batch_size=1: batch k (image k) goes to shard k % 2
     assert first["counts"]["remaining"] == 1 and first["metrics"]["fid"]["value"] is None
     _, second = run_tiny("data.limit=3", "data.num_shards=2", "data.shard=1")
     assert second["counts"] == {"images": 3, "done": 3, "failed": 0, "skipped": 0, "remaining": 0}
