@@ -40,6 +40,7 @@ from imaging import Skipped
 
 from .download import WeightsError, env_offline, hub_cache_dir, verify_hub_blobs
 from .errors import SetupError
+from .paths import resolve_path
 
 #: the split synonyms ``datasets`` recognises in file and folder names (datasets/data_files.py, SPLIT_KEYWORDS)
 SPLIT_KEYWORDS = {
@@ -528,8 +529,6 @@ class DataNeed:
 def data_need(cfg: DictConfig) -> DataNeed | None:
     """What of a run's data can be fetched: a ``data=hub`` set, or the Hub fallback of ``data=ffhq|imagenet`` when
     no path or variable is set (a folder the user names is theirs to fill); None otherwise."""
-    from .build import resolve_path
-
     data_cfg = cfg.data
     kind = str(data_cfg.get("kind"))
     if kind == "folder" and (data_cfg.get("hub") is None or not folder_is_default(data_cfg)):

@@ -17,6 +17,7 @@ from solvers.guidance import PAG_MODES
 from .build import DTYPES
 from .data import path_variable
 from .errors import SetupError
+from .hub_data import folder_is_default
 from .paths import resolve_path
 
 _ABSENT = object()
@@ -193,9 +194,6 @@ def validate(cfg: DictConfig) -> None:
 def _hub_fallback(data_cfg: DictConfig) -> bool:
     """``data=ffhq|imagenet`` with neither ``data.path`` nor its variable set and no folder at the default path:
     the images come from the configured Hub set (``runner.hub_data``), not from a folder."""
-    from .build import resolve_path
-    from .hub_data import folder_is_default
-
     if data_cfg.get("hub") is None or not folder_is_default(data_cfg):
         return False
     return not resolve_path(data_cfg.path).is_dir()
