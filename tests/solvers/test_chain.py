@@ -55,7 +55,7 @@ class GradientDDIM(ChainSolver):
         return math.sqrt(abar_prev) * x0_y + math.sqrt(1 - abar_prev) * direction, x0_hat
 
 
-SPEC = SolverSpec(cls=GradientDDIM, space="pixel", params=("kappa",), table="gradient_ddim", options=("zeta",))
+SPEC = SolverSpec(cls=GradientDDIM, space="pixel", params=("kappa",), table="gradient_ddim")
 
 
 @pytest.fixture
@@ -180,3 +180,9 @@ def test_unconditional_and_the_step_noise(registered, problem):
     c = noisy.restore(None, generators_from_seeds([1, 2]), batch_size=2, x_T=x_T)
     d = noisy.restore(None, generators_from_seeds([7, 8]), batch_size=2, x_T=x_T)
     assert (c - d).abs().max() > 1e-3
+
+
+def test_a_solver_defined_here_gets_its_options_from_its_constructor():
+    """Nothing lists GradientDDIM's options but its own signature: the registry reads ``zeta`` (``progress`` and
+    ``num_steps`` are the runner's, ``kappa`` is a step size)."""
+    assert SPEC.options == ("zeta",)
