@@ -27,6 +27,7 @@ from .download import Source, WeightsError, WeightsMissing, download_url, fetch
 from .errors import Interrupted, SetupError
 from .heldout import HeldOutBatch, ShapesReference, held_out_batch, pixel_scores, restore_batch
 from .identity import experiment_identity, short_hash, task_as_run
+from .preflight import preflight
 from .run import Experiment, Plan, dry_run, one_line, plan, run, summarize, task_dir
 from .seeds import ImageStreams, image_streams, stream_seed
 from .store import CSV_COLUMNS, TaskFolder, read_metrics_csv
@@ -71,6 +72,7 @@ __all__ = [
     "pixel_scores",
     "plan",
     "prefetch_command",
+    "preflight",
     "prior_image_size",
     "read_metrics_csv",
     "register_resolvers",

@@ -7,7 +7,7 @@ prefix come with it). The runner (config checks, ``solver=auto``, building), ``s
 the benchmark read this table; nothing else branches on a solver's name.
 
 Adding a solver: its module, its entry in ``SOLVERS``, its ``conf/solver/<name>.yaml`` (its own keys only; the
-shared ones are in ``conf/solver/_base.yaml``) and its rows in ``conf/steps/*.yaml`` under ``table``.
+shared ones are in ``conf/_solver_base.yaml``) and its rows in ``conf/steps/*.yaml`` under ``table``.
 """
 
 from __future__ import annotations
