@@ -22,10 +22,13 @@ class ReportCallback(Callback):
         self.gallery_images = gallery_images
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from . import write_report  # the package imports this module
+        from . import find_jobs, write_report  # the package imports this module
 
         sweep = Path(str(config.hydra.sweep.dir))
         out = sweep / self.folder
+        if not find_jobs(sweep, [out]):  # no job got as far as its folder: nothing to report, nothing written
+            log.info("no job of the sweep wrote results under %s: no report", sweep)
+            return
         try:
             report = write_report(sweep, out, gallery_images=self.gallery_images)
         except Exception:
