@@ -24,7 +24,7 @@ from .config import (
 )
 from .data import DataSet, Sample, build_dataset
 from .download import Source, WeightsError, WeightsMissing, download_url, fetch
-from .errors import Interrupted, SetupError
+from .errors import Interrupted, SetupError, error_lines
 from .heldout import HeldOutBatch, ShapesReference, held_out_batch, pixel_scores, restore_batch
 from .identity import experiment_identity, short_hash, task_as_run
 from .preflight import preflight
@@ -61,6 +61,7 @@ __all__ = [
     "compose",
     "download_url",
     "dry_run",
+    "error_lines",
     "experiment_identity",
     "fetch",
     "held_out_batch",

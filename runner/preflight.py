@@ -24,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from .config import CONF_DIR, compose, group_options
-from .errors import SetupError
+from .errors import SetupError, error_lines
 
 #: Hydra's command-line flags that take no value (anything else starting with "-" is left to Hydra as it is)
 _MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -184,7 +184,7 @@ def preflight(argv: Sequence[str]) -> tuple[int, list[str]] | None:
         if multirun:
             check_launcher(overrides)
     except SetupError as exc:
-        return 2, [f"error: {exc}"]
+        return 2, [error_lines(exc)]
     if not multirun:
         return None  # its settings are checked by the run itself (restore.py: one error line, nothing written)
     return _sweep_plan(configs)
@@ -201,7 +201,7 @@ def _sweep_plan(configs: list[DictConfig]) -> tuple[int, list[str]] | None:
             for cfg in configs:
                 shown.append(dry_run(cfg))
         except SetupError as exc:
-            return 2, [f"error: {exc}"]
+            return 2, [error_lines(exc)]
         return 0, shown
     errors: list[str] = []
     for cfg in configs:
@@ -209,5 +209,5 @@ def _sweep_plan(configs: list[DictConfig]) -> tuple[int, list[str]] | None:
             plan(cfg)
             return None
         except SetupError as exc:
-            errors.append(f"error: {exc}")
+            errors.append(error_lines(exc))
     return 2, [*dict.fromkeys(errors), f"error: none of the sweep's {len(configs)} jobs can start; nothing written"]

@@ -73,7 +73,7 @@ def main(cfg: DictConfig) -> None:
     try:
         runner.run(cfg)
     except runner.SetupError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        print(runner.error_lines(exc), file=sys.stderr, flush=True)
         if not _multirun():
             sys.exit(2)
         FAILED_JOBS.append(str(exc))  # a sweep goes on with its other jobs

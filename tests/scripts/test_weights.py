@@ -137,6 +137,7 @@ def fetch_weights(capsys, monkeypatch):
     def run(*args: str):
         # huggingface_hub reads HF_HUB_OFFLINE at import time (tests/conftest.py sets it); the tests set it per test
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE") == "1")
+        runner.download.forget_failures()  # each call is a new command
         capsys.readouterr()
         code = module.main(list(args))
         out, err = capsys.readouterr()
