@@ -24,6 +24,7 @@ import torch
 
 import runner
 from evaluation import load_extractor
+from evaluation.kid import KID_MIN_IMAGES
 from imaging.io import write_json, write_text
 
 
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         tasks, solvers = runner.option_list("task", args.tasks), runner.option_list("solver", args.solvers)
     except runner.SetupError as exc:
         parser.error(str(exc))
+    if args.features != "none" and min(args.n, args.reference) < KID_MIN_IMAGES:
+        parser.error(f"--n {args.n} / --reference {args.reference}: KID needs >= {KID_MIN_IMAGES} images per set")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = runner.compose(f"prior={args.prior}", *args.override)
