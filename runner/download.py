@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import HTTPError
 from urllib.parse import quote
-from urllib.request import Request, urlopen
+from urllib.request import Request, build_opener
 
 import torch
 from tqdm.auto import tqdm
@@ -229,6 +229,11 @@ def announce(source: Source, timeout: float) -> None:
     )
 
 
+def _open(request: Request, timeout: float):
+    """``urlopen`` with the proxies of the environment as it is now (``urlopen`` keeps the first ones it saw)."""
+    return build_opener().open(request, timeout=timeout)
+
+
 def _endpoint() -> str | None:
     """``HF_ENDPOINT`` (a Hub mirror), read now; None: huggingface_hub's default."""
     return os.environ.get("HF_ENDPOINT") or None
@@ -247,7 +252,7 @@ def _probe_hub(source: Source, timeout: float) -> None:
     else:
         url = f"{endpoint}/{source.repo}/resolve/{revision}/{quote(source.filename)}"
     try:
-        with urlopen(Request(url, method="HEAD", headers={"User-Agent": "pag-inverse"}), timeout=timeout):
+        with _open(Request(url, method="HEAD", headers={"User-Agent": "pag-inverse"}), timeout):
             pass
     except HTTPError:
         return
@@ -371,7 +376,7 @@ def download_url(
     digest = hashlib.sha256()
     received = 0
     try:
-        with urlopen(Request(url, headers={"User-Agent": "pag-inverse"}), timeout=timeout) as response:
+        with _open(Request(url, headers={"User-Agent": "pag-inverse"}), timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length else None
             with (
