@@ -185,6 +185,8 @@ def preflight(argv: Sequence[str]) -> tuple[int, list[str]] | None:
             check_launcher(overrides)
     except SetupError as exc:
         return 2, [error_lines(exc)]
+    except Exception:  # anything else (an interpolation that fails, ...): the run reports it, as without this check
+        return None
     if not multirun:
         return None  # its settings are checked by the run itself (restore.py: one error line, nothing written)
     return _sweep_plan(configs)
@@ -207,7 +209,10 @@ def _sweep_plan(configs: list[DictConfig]) -> tuple[int, list[str]] | None:
     for cfg in configs:
         try:
             plan(cfg)
-            return None
         except SetupError as exc:
             errors.append(error_lines(exc))
+            continue
+        except Exception:  # not a setup error: the job itself reports it
+            return None
+        return None
     return 2, [*dict.fromkeys(errors), f"error: none of the sweep's {len(configs)} jobs can start; nothing written"]
