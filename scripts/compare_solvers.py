@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
 import runner
 from evaluation import load_extractor
 from evaluation.kid import KID_MIN_IMAGES
