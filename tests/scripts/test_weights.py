@@ -734,3 +734,27 @@ def test_a_hub_download_behind_a_dead_server_gives_up_after_the_timeout(caches, 
         assert len(dead.accepted) == 1
     finally:
         dead.close()
+
+
+def test_hub_warnings_are_printed_once():
+    """huggingface_hub's logger has its own console handler and propagates to the root logger too: while the runner
+    downloads, a warning reaches one handler, not two (the issue's retry warnings, each printed twice)."""
+    import io
+    import logging
+
+    from runner.download import _hub_logs_once
+
+    root, hub = logging.getLogger(), logging.getLogger("huggingface_hub")
+    root_stream, hub_stream = io.StringIO(), io.StringIO()
+    root_handler, hub_handler = logging.StreamHandler(root_stream), logging.StreamHandler(hub_stream)
+    root.addHandler(root_handler)
+    hub.addHandler(hub_handler)
+    try:
+        with _hub_logs_once():
+            logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
+        printed = root_stream.getvalue() + hub_stream.getvalue()
+        assert printed.count("Retrying in 1s") == 1
+        assert hub_handler in hub.handlers  # given back afterwards
+    finally:
+        root.removeHandler(root_handler)
+        hub.removeHandler(hub_handler)
