@@ -9,7 +9,11 @@ network, replaces that one function by a plain ``torch.load`` of the file: nothi
 
 Images are fed as pytorch-fid does for PNG folders: RGB in [0, 1], resized to 299 px by the model.
 FID from fewer images than feature dimensions (2048) has a singular covariance and a strong bias: comparable
-only between runs with the same number of images.
+only between runs with the same number of images. pytorch-fid's README asks for more images than dimensions
+(D + 1); the papers' protocols (1k images, 2048-d Inception) and this repository's tiny-prior tables (128 images,
+128-d features) do not meet it, so that is reported (``rank_deficient``), not refused. Below ``FID_MIN_IMAGES`` (4,
+KID's minimum: both come from the same features) FID is unavailable: 1-3 images per set give a covariance of rank
+0-2 and a number that means nothing.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ from unittest import mock
 import numpy as np
 import torch
 
+from .kid import KID_MIN_IMAGES, too_few_images
 from .result import MetricUnavailable
 from .weights import WeightsFile, find_weights
+
+#: fewest images per set for a FID (see the module docstring)
+FID_MIN_IMAGES = KID_MIN_IMAGES
 
 #: pytorch-fid's ``FID_WEIGHTS_URL``; it loads the file without a hash check, so none is enforced here
 INCEPTION = WeightsFile(
@@ -73,6 +81,16 @@ def load_inception(
     return model.eval().requires_grad_(False)
 
 
+def rank_deficient(n: int, dims: int) -> bool:
+    """A covariance from ``n`` samples of ``dims`` features has rank <= n - 1 < dims: singular, FID biased up."""
+    return n <= dims
+
+
 def fid_from_features(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """FID between two feature sets (N, D), (M, D): Inception's, or any extractor's (``evaluation.features``)."""
+    """FID between two feature sets (N, D), (M, D): Inception's, or any extractor's (``evaluation.features``);
+    ``MetricUnavailable`` below ``FID_MIN_IMAGES`` per set."""
+    if min(len(features_a), len(features_b)) < FID_MIN_IMAGES:
+        raise too_few_images(
+            "FID", len(features_a), len(features_b), FID_MIN_IMAGES, "as KID; fewer give a covariance of rank <= 2"
+        )
     return frechet_distance(*feature_statistics(features_a), *feature_statistics(features_b))

@@ -17,6 +17,18 @@ from .result import MetricUnavailable
 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
+#: fewest images per set: the unbiased MMD^2 divides by m (m - 1), so a subset needs m >= 2 images, and the std over
+#: subsets says something only when subsets differ, which needs n >= 2 m = 4 (with fewer, every subset is the whole
+#: set: a KID of -1.37 "± 0.00" from 2 images)
+KID_MIN_IMAGES = 4
+
+
+def too_few_images(metric: str, n_a: int, n_b: int, minimum: int, why: str) -> MetricUnavailable:
+    """``<metric> unavailable: needs >= <minimum> images per set, got <n_a> and <n_b> (<why>)``."""
+    return MetricUnavailable(f"{metric} needs >= {minimum} images per set, got {n_a} and {n_b} ({why})")
+
+
+KID_WHY = "the unbiased MMD^2 needs subsets of >= 2 images, and its std needs subsets that differ"
 
 
 def kid_subset_size(n: int, subset_size: int | None = None) -> int:
@@ -35,13 +47,14 @@ def kid_from_features(
     subset_size: int | None = None,
     seed: int = 0,
 ) -> tuple[float, float, int]:
-    """KID between two feature sets (N, D) and (M, D): (mean, std over ``subsets``, subset size used)."""
+    """KID between two feature sets (N, D) and (M, D): (mean, std over ``subsets``, subset size used);
+    ``MetricUnavailable`` below ``KID_MIN_IMAGES`` per set."""
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
     a, b = np.asarray(features_a, dtype=np.float64), np.asarray(features_b, dtype=np.float64)
     n = min(len(a), len(b))
-    if a.ndim != 2 or b.ndim != 2 or n < 2:
-        raise MetricUnavailable(f"KID needs at least 2 images per set, got {len(a)} and {len(b)}")
+    if a.ndim != 2 or b.ndim != 2 or n < KID_MIN_IMAGES:
+        raise too_few_images("KID", len(a), len(b), KID_MIN_IMAGES, KID_WHY)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
     size = kid_subset_size(n, subset_size)
@@ -87,8 +100,8 @@ def kid_difference_from_features(
     a, b, r = (np.asarray(f, dtype=np.float64) for f in (features_a, features_b, reference))
     if a.shape != b.shape:
         raise ValueError(f"paired feature sets must have the same shape, got {a.shape} and {b.shape}")
-    if a.ndim != 2 or r.ndim != 2 or min(len(a), len(r)) < 2:
-        raise MetricUnavailable(f"KID needs at least 2 images per set, got {len(a)} and {len(r)}")
+    if a.ndim != 2 or r.ndim != 2 or min(len(a), len(r)) < KID_MIN_IMAGES:
+        raise too_few_images("KID", len(a), len(r), KID_MIN_IMAGES, KID_WHY)
     if a.shape[1] != r.shape[1]:
         raise ValueError(f"feature dimensions differ: {a.shape[1]} vs {r.shape[1]}")
     size = kid_subset_size(min(len(a), len(r)), subset_size)

@@ -18,19 +18,22 @@ from .result import MetricUnavailable
 from .weights import WeightsFile, find_weights
 
 #: torchvision ImageNet weights of the LPIPS backbones (torchvision's ``*_Weights.IMAGENET1K_V1``); the hex in the
-#: file name is the SHA-256 prefix torchvision checks on download (``get_state_dict(check_hash=True)``)
+#: file name is the SHA-256 prefix torchvision checks on download (``get_state_dict(check_hash=True)``); the sizes
+#: are the weights' ``meta["_file_size"]`` (MB)
 BACKBONES: dict[str, WeightsFile] = {
     "alex": WeightsFile(
         "LPIPS backbone (AlexNet)",
         "alexnet-owt-7be5be79.pth",
         "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
         sha256="7be5be79",
+        size_mb=233.087,
     ),
     "vgg": WeightsFile(
         "LPIPS backbone (VGG16)",
         "vgg16-397923af.pth",
         "https://download.pytorch.org/models/vgg16-397923af.pth",
         sha256="397923af",
+        size_mb=527.796,
     ),
 }
 

@@ -20,8 +20,8 @@ import torch
 from imaging import quantize, read_png, resize_tensor
 
 from .features import FeatureExtractor, InceptionPool, load_extractor
-from .fid import fid_from_features, load_inception
-from .kid import KID_SUBSETS, kid_from_features
+from .fid import fid_from_features, load_inception, rank_deficient
+from .kid import KID_MIN_IMAGES, KID_SUBSETS, KID_WHY, kid_from_features, too_few_images
 from .lpips import load_lpips, lpips_distance
 from .pixel import psnr, ssim
 from .result import MetricResult, MetricUnavailable
@@ -106,8 +106,8 @@ def distribution_between_files(
     extractor; KID's also carry its std over subsets and the subset size."""
     name = extractor.name if extractor is not None else features
     try:
-        if min(len(recon_paths), len(label_paths)) < 2:
-            raise MetricUnavailable(f"FID/KID need at least 2 images per set, got {len(recon_paths)}")
+        if min(len(recon_paths), len(label_paths)) < KID_MIN_IMAGES:  # before loading a network for nothing
+            raise too_few_images("FID/KID", len(recon_paths), len(label_paths), KID_MIN_IMAGES, KID_WHY)
         if extractor is None:
             extractor = load_extractor(
                 features, weights=weights, dims=dims, device=device, batch_size=batch_size, setting=setting
@@ -122,8 +122,12 @@ def distribution_between_files(
         features_recon, features_label = extractor(images(recon_paths)), extractor(images(label_paths))
     except MetricUnavailable as exc:
         return {m: MetricResult.unavailable(m, str(exc), extractor=name) for m in ("fid", "kid")}
+    n, dims = min(len(features_recon), len(features_label)), features_recon.shape[1]
+    fid_details: dict[str, Any] = {"extractor": name}
+    if rank_deficient(n, dims):  # pytorch-fid's README asks for more images than dimensions
+        fid_details["rank_deficient"] = f"{n} images <= {dims} feature dims: biased upward, compare only at equal N"
     try:
-        fid = MetricResult("fid", fid_from_features(features_recon, features_label), details={"extractor": name})
+        fid = MetricResult("fid", fid_from_features(features_recon, features_label), details=fid_details)
     except ValueError as exc:  # pytorch-fid: a covariance square root with a large imaginary part (tiny sets)
         fid = MetricResult.unavailable("fid", f"Frechet distance failed: {exc}", extractor=name)
     mean, std, subset_size = kid_from_features(
@@ -148,8 +152,8 @@ def fid_between_files(
     """FID on Inception features between the recon set and the label (reference) set of PNG files, or why it is
     unavailable (``model``: an already loaded pytorch-fid Inception)."""
     try:
-        if min(len(recon_paths), len(label_paths)) < 2:
-            raise MetricUnavailable(f"FID needs at least 2 images per set, got {len(recon_paths)}")
+        if min(len(recon_paths), len(label_paths)) < KID_MIN_IMAGES:
+            raise too_few_images("FID", len(recon_paths), len(label_paths), KID_MIN_IMAGES, KID_WHY)
         model = model if model is not None else load_inception(weights, dims, setting).to(device)
     except MetricUnavailable as exc:
         return MetricResult.unavailable("fid", str(exc))

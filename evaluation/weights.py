@@ -18,13 +18,14 @@ from .result import MetricUnavailable
 
 @dataclass(frozen=True)
 class WeightsFile:
-    """A weights file a metric needs: its canonical file name, where it is published and the SHA-256 (or the
-    published prefix of it) it must have; None where its publisher gives none."""
+    """A weights file a metric needs: its canonical file name, where it is published, the SHA-256 (or the
+    published prefix of it) it must have and its size in MB as published; None where its publisher gives none."""
 
     what: str
     filename: str
     url: str
     sha256: str | None = None
+    size_mb: float | None = None
 
 
 def hub_checkpoint(filename: str) -> Path:

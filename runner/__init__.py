@@ -14,11 +14,12 @@ from .build import build_operator, build_prior, build_solver, prior_image_size, 
 from .config import Settings, check_compatible, compose, operator_params, option_list, resolve_settings
 from .data import DataSet, Sample, build_dataset
 from .download import Source, WeightsError, WeightsMissing, download_url, fetch
-from .errors import Interrupted, SetupError
+from .errors import Interrupted, SetupError, error_lines
 from .heldout import HeldOutBatch, ShapesReference, held_out_batch, pixel_scores, restore_batch
 from .hub_data import DataNeed, HubSpec, data_need, hub_spec
 from .identity import experiment_identity, short_hash, task_as_run
 from .paths import CONF_DIR, REPO_ROOT, resolve_path
+from .preflight import preflight
 from .priors import PRIORS, PriorFamily
 from .resolvers import register_resolvers
 from .run import Experiment, Plan, dry_run, one_line, plan, run, summarize, task_dir
@@ -59,6 +60,7 @@ __all__ = [
     "data_need",
     "download_url",
     "dry_run",
+    "error_lines",
     "experiment_identity",
     "fetch",
     "held_out_batch",
@@ -71,6 +73,7 @@ __all__ = [
     "pixel_scores",
     "plan",
     "prefetch_command",
+    "preflight",
     "prior_image_size",
     "read_metrics_csv",
     "register_resolvers",

@@ -11,24 +11,43 @@ A URL download goes to a temporary file in the destination folder, is checked (l
 renamed into place (``os.replace``), so an interrupted or corrupt download never leaves a file at the destination.
 Offline (``HF_HUB_OFFLINE=1``, or ``offline=True``), nothing touches the network: a file not already cached raises
 ``WeightsMissing``.
+
+Every download says what it fetches first (``downloading <what> (<N> MB) from <where>``), gives up after
+``DOWNLOAD_TIMEOUT_S`` without an answer (a proxy that accepts and never answers would otherwise hold a run for
+minutes: huggingface_hub retries a timed-out request five times, 60 s each), and is not tried again in the same
+process once it failed (a sweep's jobs, the metrics of every job).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import re
+import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.request import Request, urlopen
+from urllib.error import HTTPError
+from urllib.parse import quote
+from urllib.request import Request, build_opener
 
 import torch
 from tqdm.auto import tqdm
 
+from . import checksums
+from .checksums import sha256_file
+
 #: values of HF_HUB_OFFLINE that mean "offline" (huggingface_hub's own parsing)
 _TRUE = {"1", "ON", "YES", "TRUE"}
 _CHUNK = 1 << 20
+#: seconds without an answer (connecting, or between two pieces of a transfer) after which a download gives up
+DOWNLOAD_TIMEOUT_S = 15.0
+#: downloads that failed in this process, by ``Source.key()``: the error, raised again instead of a second try
+#: (one run, or one process running a sweep's jobs, meets an unreachable server once, not once per job)
+_FAILED: dict[tuple, WeightsError] = {}
 
 
 class WeightsError(RuntimeError):
@@ -74,6 +93,7 @@ class Source:
     patterns: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
     sha256: str | None = None
+    size_mb: float | None = None  # as its publisher states it (torchvision's weights' ``_file_size``); None: unknown
 
     @property
     def is_snapshot(self) -> bool:
@@ -90,26 +110,47 @@ class Source:
         return f"hf://{self.repo}/{self.filename}{rev}"
 
     def destination(self) -> Path:
-        """Where the file lives once fetched (a Hub source: its repo folder in the Hub cache)."""
+        """Where the file lives once fetched (a Hub source: its repo folder in the Hub cache).
+
+        A URL's file goes to ``$TORCH_HOME/hub/checkpoints/<file name>`` (where torchvision and pytorch-fid look),
+        unless a file of that name came from another URL (``checksums.origin``): then to
+        ``checkpoints/url-<12 hex of the URL's SHA-256>/<file name>``, so two URLs never share a cache entry."""
         if self.url:
-            return torch_checkpoints_dir() / self.filename
+            plain = torch_checkpoints_dir() / self.filename
+            came_from = checksums.origin(plain)
+            if came_from is None or came_from == self.url:
+                return plain
+            return torch_checkpoints_dir() / f"url-{hashlib.sha256(self.url.encode()).hexdigest()[:12]}" / self.filename
         return hub_cache_dir() / f"models--{self.repo.replace('/', '--')}"
 
     def key(self) -> tuple:
         return (self.url, self.repo, self.revision, self.filename, self.patterns)
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def matches(digest: str, expected: str) -> bool:
     """``digest`` equals ``expected``, or starts with it when ``expected`` is a published prefix."""
     return digest.lower().startswith(expected.strip().lower())
+
+
+def pinned_mismatch(what: str, path: Path, expected: str, actual: str, url: str | None) -> WeightsError:
+    """A file already here (cached or local) whose bytes are not the pinned ones: refused, and left as it is."""
+    kind = "SHA-256" if len(expected) == 64 else "SHA-256 prefix"
+    fix = f"remove it to fetch {url} again, " if url else "replace it, "
+    return WeightsError(
+        f"{what}: {path} has SHA-256 {actual}, not the pinned {kind} {expected}; it was not used and is left as it "
+        f"is: {fix}or correct the pinned sha256"
+    )
+
+
+def verify_pinned(source: Source | None, path: Path) -> Path:
+    """``path`` when ``source`` pins no SHA-256 or the file has it (hashed once per file version, ``checksums``);
+    else ``WeightsError`` naming both digests (nothing is removed: the file may be someone else's)."""
+    if source is None or not source.sha256 or not path.is_file():
+        return path
+    digest = checksums.file_sha256(path)
+    if not matches(digest, source.sha256):
+        raise pinned_mismatch(source.what, path, source.sha256, digest, source.url)
+    return path
 
 
 def _mismatch(what: str, where: str, expected: str, actual: str) -> WeightsError:
@@ -147,18 +188,50 @@ def cached(source: Source) -> Path | None:
 
 
 # -- fetching -------------------------------------------------------------------------------------------------
-def fetch(source: Source, *, offline: bool = False, progress: bool = True, timeout: float = 60.0) -> Path:
-    """The local copy of ``source``, downloaded first when it is not cached (never when ``offline``)."""
+def fetch(source: Source, *, offline: bool = False, progress: bool = True, timeout: float | None = None) -> Path:
+    """The local copy of ``source``, downloaded first when it is not cached (never when ``offline``; never twice
+    in one process after a failure). A pinned SHA-256 is checked against the cached copy too (``verify_pinned``).
+    ``timeout``: seconds without an answer before giving up (None: ``DOWNLOAD_TIMEOUT_S``)."""
+    timeout = DOWNLOAD_TIMEOUT_S if timeout is None else timeout
     path = cached(source)
     if path is not None:
-        return path
+        return verify_pinned(source, path)
     if offline or env_offline():
         raise WeightsMissing(f"{source.what}: {source.describe()} is not in the cache ({source.destination()})")
-    if source.url:
-        return download_url(
-            source.url, source.destination(), source.sha256, what=source.what, progress=progress, timeout=timeout
-        )
-    return _download_hub(source)
+    if source.key() in _FAILED:
+        raise WeightsError(f"{_FAILED[source.key()]} (failed earlier in this process: not tried again)")
+    announce(source, timeout)
+    try:
+        if source.url:
+            return download_url(
+                source.url, source.destination(), source.sha256, what=source.what, progress=progress, timeout=timeout
+            )
+        return _download_hub(source, timeout)
+    except WeightsError as exc:
+        _FAILED[source.key()] = exc
+        raise
+
+
+def forget_failures() -> None:
+    """Forget this process's failed downloads (what a new command starts with; for tests that run several
+    commands in one process)."""
+    _FAILED.clear()
+
+
+def announce(source: Source, timeout: float) -> None:
+    """``downloading <what> (<N> MB) from <where> to <folder>``, on stderr before any byte is asked for."""
+    size = f"{source.size_mb:.0f} MB" if source.size_mb else "size not published"
+    print(
+        f"downloading {source.what} ({size}) from {source.describe()} to {source.destination()} "
+        f"(gives up after {timeout:g} s without an answer)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _open(request: Request, timeout: float):
+    """``urlopen`` with the proxies of the environment as it is now (``urlopen`` keeps the first ones it saw)."""
+    return build_opener().open(request, timeout=timeout)
 
 
 def _endpoint() -> str | None:
@@ -166,42 +239,92 @@ def _endpoint() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
 
 
-def _download_hub(source: Source) -> Path:
+def _probe_hub(source: Source, timeout: float) -> None:
+    """One request to the Hub (or ``HF_ENDPOINT``) with ``timeout``: ``WeightsError`` at once when it does not
+    answer, instead of huggingface_hub's five retries of 60 s each. Any HTTP answer (even 401 / 404) means the
+    server is there: huggingface_hub then says what is wrong."""
+    from huggingface_hub import constants
+
+    endpoint = (_endpoint() or constants.ENDPOINT).rstrip("/")
+    revision = quote(source.revision or "main", safe="")
+    if source.is_snapshot:
+        url = f"{endpoint}/api/models/{source.repo}/revision/{revision}"
+    else:
+        url = f"{endpoint}/{source.repo}/resolve/{revision}/{quote(source.filename)}"
+    try:
+        with _open(Request(url, method="HEAD", headers={"User-Agent": "pag-inverse"}), timeout):
+            pass
+    except HTTPError:
+        return
+    except Exception as exc:  # URLError, timeouts, connection refused or reset
+        raise WeightsError(
+            f"{source.what}: could not reach {endpoint} for {source.describe()} within {timeout:g} s: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+
+
+@contextlib.contextmanager
+def _hub_logs_once() -> Iterator[None]:
+    """huggingface_hub's logger has its own console handler and also propagates to the root logger (Hydra's):
+    every warning would be printed twice. While it runs here, only the root logger prints."""
+    hub = logging.getLogger("huggingface_hub")
+    own = [h for h in hub.handlers if isinstance(h, logging.StreamHandler)]
+    for handler in own if logging.getLogger().handlers else []:
+        hub.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in own:
+            if handler not in hub.handlers:
+                hub.addHandler(handler)
+
+
+def _download_hub(source: Source, timeout: float) -> Path:
     from huggingface_hub import hf_hub_download, snapshot_download
 
+    _probe_hub(source, timeout)
     try:
-        if source.is_snapshot:
-            folder = Path(
-                snapshot_download(
-                    source.repo,
-                    revision=source.revision,
-                    allow_patterns=list(source.patterns),
-                    cache_dir=hub_cache_dir(),
-                    endpoint=_endpoint(),
-                )
-            )
-            missing = [name for name in source.required if not (folder / name).is_file()]
-            if missing:
-                raise WeightsError(f"{source.what}: {source.describe()} has no {', '.join(missing)}")
-            verify_hub_blobs(folder, source.what)
-            return folder
-        path = Path(
-            hf_hub_download(
-                source.repo,
-                source.filename,
-                revision=source.revision,
-                cache_dir=hub_cache_dir(),
-                endpoint=_endpoint(),
-            )
-        )
+        with _hub_logs_once():
+            return _hub_files(source, hf_hub_download, snapshot_download, timeout)
     except WeightsError:
         raise
     except Exception as exc:  # network, unknown repo or file, gated repo
         raise WeightsError(
             f"{source.what}: could not download {source.describe()}: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _hub_files(source: Source, hf_hub_download, snapshot_download, timeout: float) -> Path:
+    """The snapshot folder or file of ``source``, downloaded by huggingface_hub and checked (blobs, pinned
+    SHA-256); a file that does not verify is removed."""
+    if source.is_snapshot:
+        folder = Path(
+            snapshot_download(
+                source.repo,
+                revision=source.revision,
+                allow_patterns=list(source.patterns),
+                cache_dir=hub_cache_dir(),
+                endpoint=_endpoint(),
+                etag_timeout=timeout,
+            )
+        )
+        missing = [name for name in source.required if not (folder / name).is_file()]
+        if missing:
+            raise WeightsError(f"{source.what}: {source.describe()} has no {', '.join(missing)}")
+        verify_hub_blobs(folder, source.what)
+        return folder
+    path = Path(
+        hf_hub_download(
+            source.repo,
+            source.filename,
+            revision=source.revision,
+            cache_dir=hub_cache_dir(),
+            endpoint=_endpoint(),
+            etag_timeout=timeout,
+        )
+    )
     if source.sha256:
-        digest = sha256_file(path)
+        digest = checksums.file_sha256(path)
         if not matches(digest, source.sha256):
             _discard(path)
             raise _mismatch(source.what, source.describe(), source.sha256, digest)
@@ -241,17 +364,19 @@ def download_url(
     *,
     what: str = "weights",
     progress: bool = True,
-    timeout: float = 60.0,
+    timeout: float | None = None,
 ) -> Path:
     """Download ``url`` to ``destination`` atomically: a temporary file beside it, length and SHA-256 checked,
-    then renamed. Any failure removes the temporary file and raises ``WeightsError``."""
+    then renamed. Any failure removes the temporary file and raises ``WeightsError``; ``timeout``: seconds without
+    an answer (to connect, or between two reads) before giving up (None: ``DOWNLOAD_TIMEOUT_S``)."""
+    timeout = DOWNLOAD_TIMEOUT_S if timeout is None else timeout
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.partial")
     digest = hashlib.sha256()
     received = 0
     try:
-        with urlopen(Request(url, headers={"User-Agent": "pag-inverse"}), timeout=timeout) as response:
+        with _open(Request(url, headers={"User-Agent": "pag-inverse"}), timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length else None
             with (
@@ -275,6 +400,7 @@ def download_url(
         if sha256 and not matches(digest.hexdigest(), sha256):
             raise _mismatch(what, url, sha256, digest.hexdigest())
         os.replace(partial, destination)
+        checksums.remember(destination, sha256=digest.hexdigest(), url=url)  # hashed as it streamed: not again
     except WeightsError:
         raise
     except Exception as exc:  # URLError, timeouts, IncompleteRead, connection reset, disk full

@@ -107,8 +107,13 @@ def domain_note(cfg: DictConfig, settings: Settings, data: DataSet, size: int) -
                 sizes = f"from {image.width}x{image.height} px (the first one) "
         except OSError:
             pass
+    # a named data set is known to hold its domain's images; a folder can hold anything: say only where they are
+    if str(cfg.data.kind) == "folder":
+        images = f"the images of data.path={cfg.data.path} are"
+    else:
+        images = f"data={cfg.data.name} holds {cfg.data.dataset} images; they are"
     return (
-        f"data={cfg.data.name} holds {cfg.data.dataset} images; they are resized {sizes}to {size} px for "
+        f"{images} resized {sizes}to {size} px for "
         f"prior={cfg.prior.name}, trained on {settings.dataset}, and restored with the steps.{settings.solver}."
         f"{settings.dataset} row ({settings.sources['dataset']}; steps.row=... chooses another)"
     )

@@ -77,6 +77,26 @@ def _layers(v: Any) -> bool:
     return v is None or (isinstance(v, str) and v != "") or (isinstance(v, list) and all(isinstance(x, str) for x in v))
 
 
+def _feature_extractor(v: Any) -> bool:
+    """A named extractor (``evaluation.EXTRACTORS``) or ``package.module:attr`` that imports (what the run loads
+    after restoring every image: checked here so a typo stops the run before, not after, the work)."""
+    import importlib
+
+    from evaluation.features import EXTRACTORS
+
+    if not isinstance(v, str):
+        return False
+    if v in EXTRACTORS:
+        return True
+    module, _, attr = v.partition(":") if ":" in v else v.rpartition(".")
+    if not module or not attr:
+        return False
+    try:
+        return hasattr(importlib.import_module(module), attr)
+    except Exception:  # ImportError, or the module fails while importing
+        return False
+
+
 BOOL = (_bool, "true or false")
 
 #: key -> (check, what is allowed); keys missing from a config (e.g. data.start for folders) are not checked
@@ -113,6 +133,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "metrics.size": int_at_least(1, nullable=True),
     "metrics.lpips.enabled": BOOL,
     "metrics.lpips.net": one_of("alex", "vgg"),
+    "metrics.features": (
+        _feature_extractor,
+        "inception, shapes, or package.module:attr naming an importable torch.nn.Module (or a function making one)",
+    ),
     "metrics.fid.enabled": BOOL,
     "metrics.fid.dims": one_of(64, 192, 768, 2048),
     "metrics.fid.batch_size": int_at_least(1),

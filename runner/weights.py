@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .download import Source, WeightsError, WeightsMissing, cached, env_offline, fetch
+from .download import Source, WeightsError, WeightsMissing, cached, env_offline, fetch, verify_pinned
 from .errors import SetupError
 
 log = logging.getLogger("runner")
@@ -99,7 +99,7 @@ def metric_needs(cfg: DictConfig) -> list[Need]:
         if explicit:
             needs.append(Need(setting, spec.what, Path(str(explicit)).expanduser(), None, optional=True))
         else:
-            source = Source(spec.what, spec.filename, url=spec.url, sha256=spec.sha256)
+            source = Source(spec.what, spec.filename, url=spec.url, sha256=spec.sha256, size_mb=spec.size_mb)
             needs.append(Need(setting, spec.what, None, source, optional=True))
     return needs
 
@@ -107,9 +107,10 @@ def metric_needs(cfg: DictConfig) -> list[Need]:
 # -- using them -----------------------------------------------------------------------------------------------
 def resolve(need: Need, offline: bool, progress: bool = True) -> Path:
     """The local copy when it exists, else the source's cached or downloaded copy (``WeightsMissing`` offline or
-    without a source, ``WeightsError`` when a download fails or does not verify)."""
+    without a source, ``WeightsError`` when a download fails, or the file, cached or local, does not have the
+    source's pinned SHA-256)."""
     if need.local is not None and need.local.exists():
-        return need.local
+        return verify_pinned(need.source, need.local)
     if need.source is None:
         raise WeightsMissing(f"{need.what}: {need.local} does not exist")
     return fetch(need.source, offline=offline, progress=progress)

@@ -27,26 +27,21 @@ sys.path.insert(0, str(REPO))
 
 import runner  # noqa: E402  (after the path set-up)
 from runner import hub_data, weights  # noqa: E402
-from runner.download import WeightsError, env_offline  # noqa: E402
+from runner.download import WeightsError, env_offline, verify_pinned  # noqa: E402
+from runner.preflight import compose_job, split_sweep  # noqa: E402
 
 
 def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
-    """One override list per job: a ``-m`` sweep (``task=a,b seed=0,1``) expanded as Hydra's basic sweeper does."""
-    overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]  # launchers do not change weights
-    if not multirun:
-        return [overrides]
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    """One override list per job: a ``-m`` sweep (``task=a,b seed=0,1``) expanded as Hydra's basic sweeper does
+    (launcher overrides left out: they do not change weights)."""
+    return split_sweep(overrides, multirun)
 
 
 def needs_of(jobs: list[list[str]]) -> list[weights.Need]:
     """The union of the jobs' needs (each file once)."""
     seen: dict[tuple, weights.Need] = {}
     for job in jobs:
-        for need in runner.run_needs(runner.compose(*job)):
+        for need in runner.run_needs(compose_job(job)):
             key = need.source.key() if need.source is not None else (str(need.local),)
             seen.setdefault(key, need)
     return list(seen.values())
@@ -56,7 +51,7 @@ def data_needs_of(jobs: list[list[str]]) -> list[hub_data.DataNeed]:
     """The union of the jobs' Hub data (each selection once)."""
     seen: dict[tuple, hub_data.DataNeed] = {}
     for job in jobs:
-        need = hub_data.data_need(runner.compose(*job))
+        need = hub_data.data_need(compose_job(job))
         if need is not None:
             seen.setdefault(need.spec.key(), need)
     return list(seen.values())
@@ -105,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         jobs = job_overrides(args.overrides, args.multirun)
         needs, data_needs = needs_of(jobs), data_needs_of(jobs)
-    except Exception as exc:  # a bad override or config: Hydra says which
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except runner.SetupError as exc:  # a bad group option, key or override: one line naming the valid ones
+        print(runner.error_lines(exc), file=sys.stderr)
+        return 2
+    except Exception as exc:  # anything else about the config
+        print(runner.error_lines(f"{type(exc).__name__}: {exc}"), file=sys.stderr)
         return 2
     if args.list:
         for need in needs:
@@ -125,7 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     for need in needs:
         state, path = need.status()
         if state != "missing":
-            print(f"{need.what}: already there ({state}): {path}")
+            try:  # a pinned SHA-256 holds for what is already here too: it is never replaced, only refused
+                verify_pinned(need.source, path)
+            except WeightsError as exc:
+                print(runner.error_lines(exc), file=sys.stderr)
+                failed += 1
+                continue
+            pinned = ", pinned sha256 checked" if need.source is not None and need.source.sha256 else ""
+            print(f"{need.what}: already there ({state}{pinned}): {path}")
             continue
         if need.source is None:
             print(f"error: {need.what}: {need.setting}={need.local} does not exist and has no source", file=sys.stderr)
@@ -135,11 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {need.what}: not cached and HF_HUB_OFFLINE is set; unset it to download", file=sys.stderr)
             failed += 1
             continue
-        print(f"{need.what}: {need.source.describe()} -> {need.source.destination()}")
-        try:
+        try:  # says what it downloads, from where, to where
             print(f"{need.what}: fetched: {weights.resolve(need, offline=False)}")
         except WeightsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(runner.error_lines(exc), file=sys.stderr)
             failed += 1
     return 1 if failed else 0
 

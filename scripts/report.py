@@ -30,17 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.root.is_dir():
         print(f"error: {args.root} is not a folder", file=sys.stderr)
         return 2
-    from runner.report import write_report  # after the argument checks: torch and matplotlib take seconds to import
+    from runner.report import find_jobs, write_report  # after the argument checks: torch, matplotlib take seconds
 
     out = args.out or args.root / "report"
-    report = write_report(
-        args.root, out, gallery_images=args.gallery_images, gallery_size=args.gallery_size, fid_weights=args.fid_weights
-    )
-    if not report.jobs:
+    if not find_jobs(args.root, [out]):  # before writing anything: a command that fails leaves no folder behind
         print(
             f"error: no jobs under {args.root} (no task folder with summary.json or experiment.json)", file=sys.stderr
         )
         return 2
+    report = write_report(
+        args.root, out, gallery_images=args.gallery_images, gallery_size=args.gallery_size, fid_weights=args.fid_weights
+    )
     print(f"{len(report.jobs)} jobs, {len(report.cells)} cells, {len(report.tables)} tables -> {out / 'README.md'}")
     return 0
 

@@ -10,7 +10,8 @@
     python scripts/restore.py --help                                     # config groups and examples
 
 Rerunning the same command resumes: images with results are skipped. See conf/config.yaml for every setting.
-A bad setting stops the run before anything is written (``error: <key>=<value>: <allowed>``, exit status 2);
+A bad setting, group option or key stops the run before anything is written (one line ``error: <key>=<value>:
+<allowed>``, exit status 2; ``runner.preflight`` checks the command before Hydra starts);
 Ctrl-C prints what finished and the command that resumes (exit status 130). In a sweep (-m) a job that cannot
 start is reported and the others go on; the exit status is 2 if any job could not start.
 Real weights are downloaded on first use; for an offline machine, fetch them first with the same overrides:
@@ -72,7 +73,7 @@ def main(cfg: DictConfig) -> None:
     try:
         runner.run(cfg)
     except runner.SetupError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        print(runner.error_lines(exc), file=sys.stderr, flush=True)
         if not _multirun():
             sys.exit(2)
         FAILED_JOBS.append(str(exc))  # a sweep goes on with its other jobs
@@ -87,6 +88,12 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    # before Hydra: it would write the job folder / multirun.yaml first and report a bad config in several lines
+    checked = runner.preflight(sys.argv[1:])
+    if checked is not None:
+        status, lines = checked
+        print("\n".join(lines), file=sys.stderr if status else sys.stdout, flush=True)
+        sys.exit(status)
     main()
     if FAILED_JOBS:
         print(f"error: {len(FAILED_JOBS)} job(s) of the sweep could not start (see above)", file=sys.stderr)

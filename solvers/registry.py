@@ -8,7 +8,7 @@ the benchmark read this table; nothing else branches on a solver's name. A solve
 their values, ``runner.validate``) are read from its constructor's signature: nothing re-lists them.
 
 Adding a solver: its module, its entry in ``SOLVERS``, its ``conf/solver/<name>.yaml`` (its own keys only; the
-shared ones are in ``conf/solver/_base.yaml``) and its rows in ``conf/steps/*.yaml`` under ``table``.
+shared ones are in ``conf/_solver_base.yaml``) and its rows in ``conf/steps/*.yaml`` under ``table``.
 """
 
 from __future__ import annotations

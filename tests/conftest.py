@@ -56,8 +56,10 @@ CONFIG_ENV = ("ADM_CHECKPOINTS", "SD15_PATH", "FFHQ_DIR", "IMAGENET_VAL_DIR")
 
 @pytest.fixture
 def offline_metrics_and_clean_env(tmp_path_factory, monkeypatch):
-    """No cached metric weights (LPIPS/FID report 'unavailable') and none of the configs' environment variables."""
+    """No cached metric weights (LPIPS/FID report 'unavailable') and none of the configs' environment variables;
+    no download failed yet (each test is a new command)."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    runner.download.forget_failures()
     for name in CONFIG_ENV:
         monkeypatch.delenv(name, raising=False)
 

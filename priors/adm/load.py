@@ -134,12 +134,12 @@ def load_adm(
     ``overrides`` change runtime-only options (``use_checkpoint``, ``use_fp16``, ...). ``dtype`` casts the whole
     model (GroupNorm still computes in float32). Raises ``CheckpointError`` on any mismatch, never falls back.
     """
+    state_dict = load_state_dict_file(path)  # first: a file that is no readable checkpoint says so, preset or not
     if preset_or_kwargs is None:
         preset_or_kwargs = read_config(path)
         if preset_or_kwargs is None:
             raise CheckpointError(f"{path}: no preset given and the file records no ADM config; name a preset")
     config = preset_config(preset_or_kwargs, **overrides)
-    state_dict = load_state_dict_file(path)
     with torch.device("meta"):  # no time or memory spent on weights about to be replaced
         model = ADMUNet(**config)
     problems = state_dict_mismatch(model, state_dict)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from evaluation import load_extractor
+from evaluation.kid import KID_MIN_IMAGES
 from imaging.io import write_json, write_text
 
 from ..build import build_prior
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
         tasks, solvers = option_list("task", args.tasks), option_list("solver", args.solvers)
     except SetupError as exc:
         parser.error(str(exc))
+    if args.features != "none" and min(args.n, args.reference) < KID_MIN_IMAGES:
+        parser.error(f"--n {args.n} / --reference {args.reference}: KID needs >= {KID_MIN_IMAGES} images per set")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = compose(f"prior={args.prior}", *args.override)

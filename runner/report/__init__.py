@@ -210,6 +210,9 @@ class ReportCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(str(config.hydra.sweep.dir))
         out = sweep / self.folder
+        if not find_jobs(sweep, [out]):  # no job got as far as its folder: nothing to report, nothing written
+            log.info("no job of the sweep wrote results under %s: no report", sweep)
+            return
         try:
             report = write_report(sweep, out, gallery_images=self.gallery_images)
         except Exception:

@@ -4,6 +4,7 @@ vs LPIPS/FID trade-off per method, and seconds per image per method."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -89,6 +90,17 @@ def metric_vs_pag(table: Table, out: Path) -> list[Path]:
     return paths
 
 
+def _legend(ax, panels) -> None:
+    """A legend on ``ax`` of every labelled artist of ``panels`` (each label once); none when nothing is labelled
+    (matplotlib would warn "No artists with labels found to put in legend")."""
+    labelled: dict[str, Any] = {}
+    for panel in panels:
+        for handle, label in zip(*panel.get_legend_handles_labels()):
+            labelled.setdefault(label, handle)
+    if labelled:
+        ax.legend(list(labelled.values()), list(labelled), fontsize=7)
+
+
 def tradeoff(table: Table, out: Path) -> tuple[list[Path], list[str]]:
     """PSNR (y) against LPIPS / FID (x) per method, a panel per task; notes for what had to be skipped."""
     paths, notes = [], []
@@ -113,7 +125,7 @@ def tradeoff(table: Table, out: Path) -> tuple[list[Path], list[str]]:
             if ax is axes[0][0]:
                 ax.set_ylabel("PSNR dB (higher better)", fontsize=8)
             ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=7)
+        _legend(axes[0][0], [ax for row in axes for ax in row])
         fig.suptitle(f"PSNR vs {_title(other)} — {table.name}", fontsize=10)
         paths += _save(fig, out, f"{table.name}_psnr_vs_{other}")
     return paths, notes
@@ -135,7 +147,7 @@ def seconds_per_image(table: Table, out: Path) -> list[Path]:
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(table.methods))])
     ax.set_xticklabels([table.labels[m] for m in table.methods], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("seconds per image")
-    ax.legend(fontsize=7)
+    _legend(ax, [ax])
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"Time per image — {table.name}", fontsize=10)
     return _save(fig, out, f"{table.name}_seconds")

@@ -44,8 +44,41 @@ def test_feature_statistics_are_mean_and_unbiased_covariance():
         feature_statistics(features[:1])
 
 
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_fid_below_four_images_is_unavailable_not_a_number(n):
+    """1-3 images give covariances of rank 0-2 (and pytorch-fid a singular-product warning): no value, the reason."""
+    from evaluation import fid_from_features
+
+    rng = np.random.default_rng(n)
+    with pytest.raises(MetricUnavailable, match=f"FID needs >= 4 images per set, got {n} and 30"):
+        fid_from_features(rng.normal(size=(n, 3)), rng.normal(size=(30, 3)))
+
+
+def test_distribution_metrics_from_files_say_how_many_images_they_need(tmp_path):
+    """A run's FID / KID over 3 image pairs: both unavailable, stating N = 4; over 6 pairs on 128-d features: a FID
+    flagged rank-deficient (6 <= 128), a KID with its std."""
+    from PIL import Image
+
+    from evaluation import distribution_between_files
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(6):
+        for kind in ("recon", "label"):
+            path = tmp_path / f"{kind}{i}.png"
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+            paths.append(path)
+    recon, label = paths[0::2], paths[1::2]
+    few = distribution_between_files(recon[:3], label[:3], features="shapes")
+    for name in ("fid", "kid"):
+        assert few[name].value is None and "needs >= 4 images per set, got 3 and 3" in few[name].reason
+    enough = distribution_between_files(recon, label, features="shapes")
+    assert enough["kid"].value is not None and enough["kid"].details["std"] > 0
+    assert enough["fid"].value is not None and "6 images <= 128 feature dims" in enough["fid"].details["rank_deficient"]
+
+
 def test_missing_inception_weights_are_reported_not_faked(empty_torch_home, tmp_path):
-    paths = [save_image(torch.zeros(3, 8, 8), tmp_path / f"{k}.png") for k in range(3)]
+    paths = [save_image(torch.zeros(3, 8, 8), tmp_path / f"{k}.png") for k in range(4)]  # enough images
     result = fid_between_files(paths, paths)
     assert isinstance(result, MetricResult) and not result.available and result.value is None
     expected_path = empty_torch_home / "hub" / "checkpoints" / INCEPTION.filename

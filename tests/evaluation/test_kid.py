@@ -82,7 +82,7 @@ def test_kid_subset_size_and_errors():
     assert kid_subset_size(64) == 32
     assert kid_subset_size(64, 500) == 64  # never more than the smaller set
     assert kid_subset_size(3) == 2
-    with pytest.raises(MetricUnavailable, match="at least 2"):
+    with pytest.raises(MetricUnavailable, match="needs >= 4 images"):
         kid_from_features(np.zeros((1, 3)), np.zeros((5, 3)))
     with pytest.raises(ValueError, match="dimensions"):
         kid_from_features(np.zeros((5, 3)), np.zeros((5, 4)))
@@ -164,5 +164,28 @@ def test_paired_kid_difference_errors():
         kid_difference_from_features(np.zeros((5, 3)), np.zeros((4, 3)), np.zeros((5, 3)))
     with pytest.raises(ValueError, match="dimensions"):
         kid_difference_from_features(np.zeros((5, 3)), np.zeros((5, 3)), np.zeros((5, 4)))
-    with pytest.raises(MetricUnavailable, match="at least 2"):
-        kid_difference_from_features(np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((5, 3)))
+    with pytest.raises(MetricUnavailable, match="needs >= 4 images"):
+        kid_difference_from_features(np.zeros((3, 3)), np.zeros((3, 3)), np.zeros((5, 3)))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_kid_below_four_images_is_unavailable_not_a_number(n):
+    """The unbiased MMD^2 divides by m (m - 1): subsets need m >= 2 images; the std over subsets means something
+    only when subsets differ, n >= 2 m = 4. With 2 images every subset was the whole set (the issue's KID -1.37 ±
+    0.00); now it says why there is no value."""
+    rng = np.random.default_rng(n)
+    a, b = rng.normal(size=(n, 6)), rng.normal(size=(40, 6))
+    with pytest.raises(MetricUnavailable) as info:
+        kid_from_features(a, b)
+    assert f"KID needs >= 4 images per set, got {n} and 40" in str(info.value)
+    assert "subsets of >= 2 images" in str(info.value)
+
+
+def test_kid_from_four_images_uses_distinct_subsets_of_two():
+    """At the minimum, n = 4: subsets of m = 2 images, and the value over one subset is the double loop's."""
+    rng = np.random.default_rng(9)
+    a, b = rng.normal(size=(4, 5)), rng.normal(size=(4, 5))
+    _, std, size = kid_from_features(a, b, subsets=20, seed=1)
+    assert size == 2 and std > 0  # the subsets differ
+    one, _, _ = kid_from_features(a, b, subsets=1, subset_size=4)
+    assert one == pytest.approx(mmd2_unbiased_double_loop(a, b), rel=1e-10)

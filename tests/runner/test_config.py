@@ -218,9 +218,9 @@ def test_auto_solver_follows_the_prior():
 
 
 def test_solver_configs_share_the_base_keys_and_auto_has_the_defaults_keys():
-    # each solver's file holds only its own keys (shared ones in conf/solver/_base.yaml); solver=auto accepts the
+    # each solver's file holds only its own keys (shared ones in conf/_solver_base.yaml); solver=auto accepts the
     # keys of every solver it may pick, so solver.zeta=... / solver.eta=... work with it
-    base = set(yaml.safe_load((CONF_DIR / "solver" / "_base.yaml").read_text()))
+    base = set(yaml.safe_load((CONF_DIR / "_solver_base.yaml").read_text()))
     keys = {name: set(_composed(f"solver={name}").solver) for name in ("auto", "dps", "psld")}
     assert base == {"name", "num_steps", "reference"}  # reference: every solver's reproduction switch
     assert keys["dps"] == base | {"zeta", "clip_x0"}

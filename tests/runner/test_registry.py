@@ -32,10 +32,11 @@ def test_spec_matches_its_class_conf_file_and_table(name):
         assert arg in signature, f"{name}: {arg} is not a constructor argument of {spec.cls.__name__}"
     assert list(signature)[:2] == ["prior", "operator"]
     conf = _conf(name)
-    assert conf["name"] == name and "_base" in conf["defaults"]
-    shared = _conf("_base")  # keys every solver has (e.g. the reproduction switch ``reference``)
+    assert conf["name"] == name and "/_solver_base@_here_" in conf["defaults"]
+    # keys every solver has (e.g. the reproduction switch ``reference``): outside conf/solver/, so not a choice
+    shared = yaml.safe_load((CONF_DIR / "_solver_base.yaml").read_text())
     for key in (*spec.params, *spec.options):
-        assert key in conf or key in shared, f"conf/solver/{name}.yaml (or _base.yaml) lacks {key}"
+        assert key in conf or key in shared, f"conf/solver/{name}.yaml (or conf/_solver_base.yaml) lacks {key}"
     # the table section exists and gives every step size, with and without PAG, for every task it lists
     assert spec.table in PAPER
     for dataset, row in PAPER[spec.table].items():

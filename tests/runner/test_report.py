@@ -122,7 +122,8 @@ def test_fid_of_merged_shards_is_over_the_merged_files(synthetic_sweep):
     assert stats["fid"].mean == pytest.approx(merged, rel=1e-6)
     assert stats["fid"].count == 4
     _, failed = cell_of(table, "DPS + PAG (s=2)", "sr4")
-    assert failed["fid"].count == 3  # over the images that did not fail
+    # over the 3 images that did not fail: below FID's minimum of 4 (evaluation.fid), so no number but the reason
+    assert failed["fid"].mean is None and "FID needs >= 4 images per set, got 3 and 3" in failed["fid"].reason
 
 
 def test_markdown_latex_csv_content(synthetic_sweep):
@@ -272,3 +273,23 @@ def test_plot_lines_split_by_pag_layer_and_start_at_pag_off():
         "DPS [pag.layers=output_blocks.4.1]": [off, a1, a2],
         "DPS [pag.layers=input_blocks.5.1]": [off, b1],
     }
+
+
+def test_legends_only_where_something_is_labelled(recwarn):
+    """matplotlib warns "No artists with labels found to put in legend" for a panel without labelled lines: the
+    report's legend collects the labels of every panel, and draws none when there are none."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from runner.report.plots import _legend
+
+    fig, (first, second) = plt.subplots(1, 2)
+    _legend(first, [first, second])
+    assert first.get_legend() is None
+    second.plot([0, 1], [0, 1], label="DPS + PAG")
+    _legend(first, [first, second])
+    assert [t.get_text() for t in first.get_legend().get_texts()] == ["DPS + PAG"]
+    plt.close(fig)
+    assert not [w for w in recwarn if "No artists with labels" in str(w.message)]

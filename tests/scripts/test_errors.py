@@ -131,3 +131,130 @@ def test_report_scripts_refuse_a_typo_before_loading_anything(script, tmp_path, 
     assert result.returncode == 2
     assert "unknown " in result.stderr and "valid: " in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+# -- every bad input of a new user: one error line, exit status 2, nothing written --------------------------------
+TASKS = "box_inpaint, gaussian_deblur, motion_deblur, random_inpaint, sr4, sr8"
+#: (arguments, what the one error line says); {placeholders} are the files and folders of ``bad_paths``
+BAD_INPUTS = [
+    (["task=nonexistent"], f"task=nonexistent: no such task; valid: {TASKS}"),
+    (["prior=nonexistent"], "prior=nonexistent: no such prior; valid: adm_ffhq, adm_imagenet, sd15, tiny_adm, tiny_sd"),
+    (["solver=nonexistent"], "solver=nonexistent: no such solver; valid: auto, daps, diffpir, dps, latent_daps, psld"),
+    (["solver=_base"], "solver=_base: no such solver; valid: auto, daps,"),  # shared keys, not a choice
+    (["data=nonexistent"], "data=nonexistent: no such data; valid: demo, ffhq, folder, imagenet"),
+    (["foo=1"], "foo=1: no such setting (every setting: conf/config.yaml; a new key needs +foo=1)"),
+    (["task.factor=3"], "task.factor=3: no such setting (task.params.factor is in task=sr4, sr8;"),
+    (["pag.scal=1"], "pag.scal=1: no such setting (did you mean pag.scale?"),
+    (["seed=[1"], "seed=[1: cannot be parsed"),
+    (["results_root={file}"], "results_root={file}: {file} is a file, not a folder"),
+    (["results_root={file}/results"], "results_root={file}/results: {file} is a file, not a folder"),
+    (["results_root={readonly}/results"], "results_root={readonly}/results: cannot write into {readonly} (read-only"),
+    (["out_dir={file}/run"], "out_dir={file}/run: {file} is a file, not a folder"),
+    (["metrics.features=nonsense"], "metrics.features=nonsense: inception, shapes, or package.module:attr"),
+    (["metrics.features=no_such_module:net"], "metrics.features=no_such_module:net: inception, shapes, or"),
+    (["seed=-1"], "seed=-1: an integer >= 0"),
+    (["pag.scale=abc"], "pag.scale=abc: a number >= 0"),
+    (["batch_size=0"], "batch_size=0: an integer >= 1"),
+    (["dtype=int8"], "dtype=int8: one of float32"),
+    (["solver=psld"], "solver=psld needs a latent prior, but prior=tiny_adm is a pixel-space prior"),
+    (["data=folder", "data.path={missing}"], "data.path={missing}: image folder not found"),
+    (["data=folder", "data.path={empty}"], "data.path={empty}: no usable image (0 files skipped)"),
+    (
+        ["prior.checkpoint={corrupt}"],
+        "prior=tiny_adm: could not read checkpoint {corrupt} (9 bytes; truncated, corrupted",
+    ),
+    (["prior.checkpoint={missing}/tiny.safetensors"], "tiny shapes ADM"),  # + indented hints: where to get it
+    (["-m", "hydra/launcher=slurm", "seed=0,1"], "hydra/launcher=slurm: SLURM is not installed here"),
+    (["-m", "task=sr4,nonexistent"], f"task=nonexistent: no such task; valid: {TASKS}"),
+    (["-m", "foo=1,2"], "foo=1: no such setting"),
+    (["-m", "seed=-1,-2"], "seed=-1: an integer >= 0"),  # every job stops: nothing of the sweep is written
+    (["-m", "results_root={file}", "seed=0,1"], "results_root={file}: {file} is a file, not a folder"),
+]
+
+
+@pytest.fixture
+def bad_paths(tmp_path):
+    """A file, a missing path, an empty folder, a corrupt .pt and a folder this process cannot write into (as
+    root, for whom permissions do not stop writes: an immutable folder, ``chattr +i``)."""
+    import os
+    import shutil
+    import subprocess
+
+    (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "corrupt.pt").write_bytes(b"not a pt\n")
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    immutable = False
+    if os.geteuid() == 0:
+        immutable = (
+            shutil.which("chattr") is not None and subprocess.run(["chattr", "+i", str(readonly)]).returncode == 0
+        )
+    else:
+        readonly.chmod(0o555)
+    paths = {
+        "file": tmp_path / "a_file",
+        "missing": tmp_path / "does_not_exist",
+        "empty": tmp_path / "empty",
+        "corrupt": tmp_path / "corrupt.pt",
+        "readonly": readonly,
+    }
+    yield paths, os.access(readonly, os.W_OK)
+    if immutable:
+        subprocess.run(["chattr", "-i", str(readonly)])
+    readonly.chmod(0o755)
+
+
+def _tree(root):
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_each_bad_input_is_one_error_line_and_writes_nothing(args, message, bad_paths, tmp_path, script):
+    import shutil
+
+    paths, readonly_writable = bad_paths
+    if "{readonly}" in message and readonly_writable:
+        pytest.skip("no way to make a folder unwritable here (root without chattr +i)")
+    if "slurm" in message and shutil.which("srun"):
+        pytest.skip("SLURM is installed here")
+    args = [a.format(**paths) for a in args]
+    if not any(a.startswith(("results_root=", "out_dir=")) for a in args):
+        args.append(f"results_root={tmp_path / 'results'}")
+    before = _tree(tmp_path)
+    result = script("restore.py", *args, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    assert "Traceback" not in output and "HYDRA_FULL_ERROR" not in output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    expected = f"error: {message.format(**paths)}"
+    assert errors and errors[0].startswith(expected), output[-3000:]
+    assert "_base" not in output.replace("solver=_base", "")
+    if args[0] != "-m":  # a sweep prints one line per job that cannot start, then how many
+        assert len(errors) == 1, output
+        assert all(line.startswith("  ") for line in output.strip().splitlines()[1:]), output  # hints: indented
+    assert _tree(tmp_path) == before  # no results folder, no multirun.yaml, no report/
+
+
+def test_a_sweep_of_dry_runs_shows_every_job_and_writes_nothing(tmp_path, script):
+    results = tmp_path / "results"
+    result = script("restore.py", "-m", "seed=0,1", "dry_run=true", f"results_root={results}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("dry run of box_inpaint (nothing loaded or written)") == 2
+    assert "_seed0_" in result.stdout and "_seed1_" in result.stdout
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_report_of_a_folder_without_jobs_writes_nothing(tmp_path, script):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = script("report.py", str(empty), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: no jobs under {empty}") and "Traceback" not in result.stderr
+    assert list(tmp_path.rglob("*")) == [empty]
+
+
+def test_fetch_weights_names_a_bad_option_in_one_line(tmp_path, script):
+    result = script("fetch_weights.py", "task=nonexistent", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: task=nonexistent: no such task; valid: {TASKS}"

@@ -47,7 +47,9 @@ def test_own_photos_with_the_default_prior_use_its_row_and_warn(run_tiny, tmp_pa
         r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "trained on" in r.getMessage()
     ]
     assert len(warnings) == 1  # once (the other warnings are about metric weights)
-    assert "ffhq images" in warnings[0] and "256x256 px" in warnings[0] and "to 32 px" in warnings[0]
+    # a folder can hold anything: the warning says where the images are, not what they show
+    assert "ffhq" not in warnings[0] and f"the images of data.path={photos} are resized" in warnings[0]
+    assert "256x256 px" in warnings[0] and "to 32 px" in warnings[0]
     assert "trained on shapes" in warnings[0]
 
 
@@ -264,7 +266,20 @@ def test_help_is_short_and_lists_the_choices(tmp_path, script):
     assert set(choices) >= {"auto", *SOLVERS}
     assert "python scripts/restore.py -m solver.num_steps=50,100 pag.scale=0,1,2" in text
     assert "zeta_pag" not in text  # not the step table
+    assert "_base" not in text  # the solvers' shared keys are not a choice
     assert files_under(tmp_path) == []
+
+
+def test_the_readme_names_the_demo_folder_the_demo_writes():
+    """The README spells the demo's folder as the code makes it, with ``<hash>`` for the settings hash (which
+    changes whenever a result-determining setting does: generated, never typed)."""
+    readme = (REPO / "README.md").read_text()
+    shown = re.findall(r"`results/(demo_[^/`]+)/box_inpaint/`", readme)
+    folder = runner.task_dir(runner.compose())
+    prefix, settings_hash = folder.parent.name.rsplit("_", 1)
+    assert folder.parent.parent == Path("results") and folder.name == "box_inpaint"
+    assert re.fullmatch(r"[0-9a-f]{8}", settings_hash)
+    assert shown == [f"{prefix}_<hash>"]
 
 
 def test_dry_run_shows_each_value_and_its_source_and_creates_nothing(tiny_checkpoint, tmp_path, script):

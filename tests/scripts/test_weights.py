@@ -7,6 +7,7 @@ the real formats, and the Hugging Face cache is laid out by hand as huggingface_
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import threading
@@ -137,6 +138,7 @@ def fetch_weights(capsys, monkeypatch):
     def run(*args: str):
         # huggingface_hub reads HF_HUB_OFFLINE at import time (tests/conftest.py sets it); the tests set it per test
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE") == "1")
+        runner.download.forget_failures()  # each call is a new command
         capsys.readouterr()
         code = module.main(list(args))
         out, err = capsys.readouterr()
@@ -536,3 +538,223 @@ def test_hub_download_that_does_not_match_its_sha256_is_not_kept(
     server.serve_hub_file("deepinv/diffunet", "diffusion_ffhq_10m.pt", data, _sha256(data))  # the mirror fixed
     result = fetch_weights(*overrides)
     assert result.returncode == 0, result.stderr
+
+
+# -- pinned checksums against what is already here; one cache entry per URL ----------------------------------
+def test_a_cached_file_with_another_checksum_than_the_pinned_one_is_refused(
+    server, caches, tiny_adm_pt, tmp_path, fetch_weights
+):
+    """A file fetched without a pin, then a pin that does not match it: fetch_weights exits 1 naming both digests,
+    downloads nothing and replaces nothing; a run refuses it at start-up the same way."""
+    path, preset, _ = tiny_adm_pt
+    data = path.read_bytes()
+    server.files["/w.pt"] = data
+    url = server.url("/w.pt")
+    assert fetch_weights(*_imagenet_overrides(tmp_path, url)).returncode == 0
+    cached = caches["TORCH_HOME"] / "hub" / "checkpoints" / "w.pt"
+    stamp = cached.stat().st_mtime_ns
+    wrong = hashlib.sha256(b"the file someone meant").hexdigest()
+    result = fetch_weights(*_imagenet_overrides(tmp_path, url, wrong))
+    assert result.returncode == 1
+    assert wrong in result.stderr and _sha256(data) in result.stderr and str(cached) in result.stderr
+    assert cached.read_bytes() == data and cached.stat().st_mtime_ns == stamp and len(server.requests) == 1
+    with pytest.raises(SetupError) as info:
+        _experiment(_imagenet_overrides(tmp_path, url, wrong), preset)
+    assert wrong in str(info.value) and _sha256(data) in str(info.value)
+    assert cached.read_bytes() == data and len(server.requests) == 1
+    right = fetch_weights(*_imagenet_overrides(tmp_path, url, _sha256(data)))  # the right pin: used as it is
+    assert right.returncode == 0 and "pinned sha256 checked" in right.stdout and len(server.requests) == 1
+
+
+def test_two_urls_with_the_same_file_name_do_not_share_a_cache_entry(
+    server, caches, tiny_adm_pt, tmp_path, fetch_weights
+):
+    path, _, _ = tiny_adm_pt
+    first, second = path.read_bytes(), path.read_bytes() + b"another version"
+    server.files["/a/w.pt"], server.files["/b/w.pt"] = first, second
+    url_a, url_b = server.url("/a/w.pt"), server.url("/b/w.pt")
+    assert fetch_weights(*_imagenet_overrides(tmp_path, url_a)).returncode == 0
+    result = fetch_weights(*_imagenet_overrides(tmp_path, url_b, _sha256(second)))
+    assert result.returncode == 0, result.stderr
+    assert server.requests == ["/a/w.pt", "/b/w.pt"]  # B was fetched, not taken from A's entry
+    checkpoints = caches["TORCH_HOME"] / "hub" / "checkpoints"
+    assert (checkpoints / "w.pt").read_bytes() == first  # A's entry untouched
+    url_hash = hashlib.sha256(url_b.encode()).hexdigest()[:12]
+    assert (checkpoints / f"url-{url_hash}" / "w.pt").read_bytes() == second
+    for url, data in ((url_a, first), (url_b, second)):  # each URL finds its own file, nothing fetched again
+        listed = fetch_weights("--list", *_imagenet_overrides(tmp_path, url))
+        cached = Path(re.search(r"state:  cached: (\S+)", listed.stdout).group(1))
+        assert cached.read_bytes() == data
+    assert len(server.requests) == 2
+
+
+def test_a_pinned_sha256_is_hashed_once_per_version_of_a_file(caches, tmp_path, monkeypatch):
+    """Checked at every start, hashed only when the file's size or mtime changed: the digest is remembered."""
+    from runner import checksums
+    from runner.download import Source, WeightsError, verify_pinned
+
+    calls = []
+    original = checksums.sha256_file
+    monkeypatch.setattr(checksums, "sha256_file", lambda p: calls.append(p) or original(p))
+    local = tmp_path / "weights.pt"
+    local.write_bytes(b"a" * 1000)
+    source = Source("test weights", "weights.pt", url="http://127.0.0.1:9/weights.pt", sha256=_sha256(b"a" * 1000))
+    for _ in range(3):
+        assert verify_pinned(source, local) == local
+    assert len(calls) == 1
+    local.write_bytes(b"b" * 1000)  # same size, new mtime: hashed again, and refused
+    os.utime(local, ns=(local.stat().st_atime_ns, local.stat().st_mtime_ns + 1_000_000))
+    with pytest.raises(WeightsError) as info:
+        verify_pinned(source, local)
+    assert _sha256(b"b" * 1000) in str(info.value) and source.sha256 in str(info.value) and len(calls) == 2
+    assert local.read_bytes() == b"b" * 1000  # refused, not removed: it may be someone else's file
+
+
+def test_a_download_is_hashed_as_it_streams_not_again_at_start(server, caches, tiny_adm_pt, tmp_path, monkeypatch):
+    from runner import checksums
+
+    path, preset, state = tiny_adm_pt
+    server.files["/w.pt"] = path.read_bytes()
+    overrides = _imagenet_overrides(tmp_path, server.url("/w.pt"), _sha256(path.read_bytes()))
+    calls = []
+    original = checksums.sha256_file
+    monkeypatch.setattr(checksums, "sha256_file", lambda p: calls.append(p) or original(p))
+    _assert_state(_experiment(overrides, preset).prior, state)  # downloads
+    _assert_state(_experiment(overrides, preset).prior, state)  # cached: the pin checked from the memo
+    assert calls == [] and len(server.requests) == 1
+
+
+# -- downloads through a proxy that never answers --------------------------------------------------------------
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers (a dead proxy); counts them."""
+
+    def __init__(self):
+        import socket
+
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(16)
+        self.accepted: list = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            self.accepted.append(connection)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+
+    def close(self):
+        for connection in self.accepted:
+            connection.close()
+        self.socket.close()
+
+
+@pytest.fixture
+def dead_proxy(monkeypatch):
+    proxy = SilentServer()
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, proxy.url)
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    yield proxy
+    proxy.close()
+
+
+def test_the_download_timeout_is_at_most_15_s():
+    from runner import download
+
+    assert 0 < download.DOWNLOAD_TIMEOUT_S <= 15
+
+
+def test_a_run_behind_a_dead_proxy_says_what_it_fetches_and_gives_up_once(
+    caches, dead_proxy, tiny_checkpoint, tmp_path, monkeypatch, capfd
+):
+    """The LPIPS backbone (torchvision's real URL, through a proxy on 127.0.0.1 that never answers): the run prints
+    what it downloads and its size first, gives up after the timeout, restores without LPIPS, and a second run in
+    the same process does not try again. (The timeout is shortened from 15 s to keep the test short.)"""
+    import time
+
+    from evaluation import BACKBONES
+    from runner import download
+
+    monkeypatch.setattr(download, "DOWNLOAD_TIMEOUT_S", 2.0)
+    overrides = [
+        f"prior.checkpoint={tiny_checkpoint}",
+        f"results_root={tmp_path / 'results'}",
+        "solver.num_steps=1",
+        "data.limit=1",
+        "show_progress=false",
+        "metrics.fid.enabled=false",
+    ]
+    tic = time.monotonic()
+    summary = runner.run(runner.compose(*overrides))
+    seconds = time.monotonic() - tic
+    err = capfd.readouterr().err
+    spec = BACKBONES["alex"]
+    assert f"downloading {spec.what} (233 MB) from {spec.url}" in err and "gives up after 2 s" in err
+    assert summary["counts"]["done"] == 1 and summary["metrics"]["lpips"]["count"] == 0
+    assert seconds < 2.0 + 30 and len(dead_proxy.accepted) == 1  # one connection, timed out, not retried
+    runner.run(runner.compose(*overrides, "tag=_again"))
+    assert "downloading" not in capfd.readouterr().err and len(dead_proxy.accepted) == 1
+
+
+def test_a_hub_download_behind_a_dead_server_gives_up_after_the_timeout(caches, tmp_path, monkeypatch, capfd):
+    """huggingface_hub would retry a request that times out five times, 60 s each: one probe with the timeout
+    instead, and one line saying so (no retry warnings, printed twice or at all)."""
+    import time
+
+    from runner import download
+    from runner.weights import prior_needs, resolve
+
+    dead = SilentServer()
+    try:
+        monkeypatch.setattr(download, "DOWNLOAD_TIMEOUT_S", 2.0)
+        monkeypatch.setenv("HF_ENDPOINT", dead.url)
+        monkeypatch.chdir(tmp_path)
+        (need,) = prior_needs(runner.compose("prior=adm_ffhq").prior)
+        tic = time.monotonic()
+        with pytest.raises(download.WeightsError) as info:
+            resolve(need, offline=False)
+        assert time.monotonic() - tic < 2.0 + 5
+        assert f"could not reach {dead.url} for hf://deepinv/diffunet/diffusion_ffhq_10m.pt within 2 s" in str(
+            info.value
+        )
+        err = capfd.readouterr().err
+        assert "downloading FFHQ 256 ADM (DPS) (size not published) from hf://deepinv/diffunet" in err
+        assert "Retrying" not in err and len(dead.accepted) == 1
+        with pytest.raises(download.WeightsError, match="not tried again"):
+            resolve(need, offline=False)
+        assert len(dead.accepted) == 1
+    finally:
+        dead.close()
+
+
+def test_hub_warnings_are_printed_once():
+    """huggingface_hub's logger has its own console handler and propagates to the root logger too: while the runner
+    downloads, a warning reaches one handler, not two (the issue's retry warnings, each printed twice)."""
+    import io
+    import logging
+
+    from runner.download import _hub_logs_once
+
+    root, hub = logging.getLogger(), logging.getLogger("huggingface_hub")
+    root_stream, hub_stream = io.StringIO(), io.StringIO()
+    root_handler, hub_handler = logging.StreamHandler(root_stream), logging.StreamHandler(hub_stream)
+    root.addHandler(root_handler)
+    hub.addHandler(hub_handler)
+    try:
+        with _hub_logs_once():
+            logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
+        printed = root_stream.getvalue() + hub_stream.getvalue()
+        assert printed.count("Retrying in 1s") == 1
+        assert hub_handler in hub.handlers  # given back afterwards
+    finally:
+        root.removeHandler(root_handler)
+        hub.removeHandler(hub_handler)
