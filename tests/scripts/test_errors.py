@@ -134,14 +134,21 @@ def test_report_scripts_refuse_a_typo_before_loading_anything(script, tmp_path, 
 
 
 # -- every bad input of a new user: one error line, exit status 2, nothing written --------------------------------
-TASKS = "box_inpaint, gaussian_deblur, motion_deblur, random_inpaint, sr4, sr8"
+def _choices(group: str, *in_code: str) -> str:
+    """The options a user has in ``group``, read from the conf folder (``_*.yaml`` are shared parts, not choices)
+    plus the nodes registered in code (``solver=auto``)."""
+    files = [p.stem for p in (runner.CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_")]
+    return ", ".join(sorted([*files, *in_code]))
+
+
+TASKS = _choices("task")
 #: (arguments, what the one error line says); {placeholders} are the files and folders of ``bad_paths``
 BAD_INPUTS = [
     (["task=nonexistent"], f"task=nonexistent: no such task; valid: {TASKS}"),
-    (["prior=nonexistent"], "prior=nonexistent: no such prior; valid: adm_ffhq, adm_imagenet, sd15, tiny_adm, tiny_sd"),
-    (["solver=nonexistent"], "solver=nonexistent: no such solver; valid: auto, daps, diffpir, dps, latent_daps, psld"),
+    (["prior=nonexistent"], f"prior=nonexistent: no such prior; valid: {_choices('prior')}"),
+    (["solver=nonexistent"], f"solver=nonexistent: no such solver; valid: {_choices('solver', 'auto')}"),
     (["solver=_base"], "solver=_base: no such solver; valid: auto, daps,"),  # shared keys, not a choice
-    (["data=nonexistent"], "data=nonexistent: no such data; valid: demo, ffhq, folder, imagenet"),
+    (["data=nonexistent"], f"data=nonexistent: no such data; valid: {_choices('data')}"),
     (["foo=1"], "foo=1: no such setting (every setting: conf/config.yaml; a new key needs +foo=1)"),
     (["task.factor=3"], "task.factor=3: no such setting (task.params.factor is in task=sr4, sr8;"),
     (["pag.scal=1"], "pag.scal=1: no such setting (did you mean pag.scale?"),

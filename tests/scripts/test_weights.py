@@ -711,7 +711,8 @@ def test_a_hub_download_behind_a_dead_server_gives_up_after_the_timeout(caches, 
     import time
 
     from runner import download
-    from runner.weights import prior_needs, resolve
+    from runner.priors import prior_needs
+    from runner.weights import resolve
 
     dead = SilentServer()
     try:
