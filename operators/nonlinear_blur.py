@@ -46,7 +46,7 @@ class BlurWeightsMissing(FileNotFoundError, ValueError):
 
 def missing_weights_message(path: Path) -> str:
     return (
-        f"nonlinear_deblur needs bkse's {WEIGHTS_FILE}, not found at {path}: download it from {WEIGHTS_URL} "
+        f"nonlinear_deblur needs bkse's {WEIGHTS_FILE}, not found at {path.absolute()}: download it from {WEIGHTS_URL} "
         "(the 'GOPRO wVAE' link of VinAIResearch/blur-kernel-space-exploring's README, also in DAPS's README) and "
         f"put it there, or point task.params.weights=<path> to it"
     )
