@@ -182,3 +182,27 @@ def test_load_operator_errors(user_module):
         load_operator(f"{user_module}:not_an_operator")
     with pytest.raises(TypeError, match="from_function"):
         load_operator(f"{user_module}:plain", x=torch.zeros(1))
+
+
+def test_solvers_restore_with_a_wrapped_function():
+    """A nonlinear function wrapped by from_function goes through DPS and DAPS on the shipped tiny prior (a few
+    steps): finite restorations of the image shape that depend on the measurement."""
+    import torch.nn.functional as F
+
+    from imaging.shapes import ShapesDataset
+    from priors.tiny import load_tiny_adm
+    from solvers import DAPS, DPS
+
+    op = from_function(lambda x: torch.tanh(2 * F.avg_pool2d(x, 2)), noise_sigma=0.05, name="pooled_tanh")
+    prior = load_tiny_adm()
+    x = ShapesDataset("test", n=2).tensor()  # (2, 3, 32, 32) in [-1, 1]
+    y = op.measure(x, generator=[torch.Generator().manual_seed(s) for s in (1, 2)])
+    for solver in (
+        DPS(prior, op, zeta=1.0, num_steps=3, progress=False),
+        DAPS(prior, op, lr=5e-5, num_steps=2, mcmc_steps=3, ode_steps=1, progress=False),
+    ):
+        seeds = [torch.Generator().manual_seed(s) for s in (3, 4)]
+        x_hat = solver.restore(y, generator=seeds)
+        assert x_hat.shape == x.shape and torch.isfinite(x_hat).all()
+        other = solver.restore(-y, generator=[torch.Generator().manual_seed(s) for s in (3, 4)])
+        assert (other - x_hat).abs().max() > 1e-3, type(solver).__name__
