@@ -26,7 +26,10 @@ PROBE_SEED = 0
 
 
 class FunctionOperator(Operator):
-    """An ``Operator`` around ``function`` (see ``from_function``)."""
+    """An ``Operator`` around ``function`` (see ``from_function``). Whether it is linear is set per instance
+    (``op.is_linear``); the class itself claims nothing."""
+
+    is_linear = False
 
     def __init__(
         self,
