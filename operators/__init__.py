@@ -1,9 +1,13 @@
-"""Measurement operators y = A(x) + n with exact adjoints (see ``Operator``).
+"""Measurement operators y = A(x) + n (see ``Operator``): linear ones with exact adjoints, and nonlinear ones
+(phase retrieval, HDR, the learned blur) with a differentiable forward only.
 
-``make_operator(name, **kwargs)`` builds one by task name (``OPERATORS`` lists them):
+``make_operator(name, **kwargs)`` builds one by registry name (``OPERATORS`` lists them):
 
     op = make_operator("motion_blur", kernel_size=61, intensity=0.5, generator=torch.Generator().manual_seed(0))
     y = op.measure(x, generator=generators_from_seeds(range(len(x))))
+
+Your own: ``from_function(A, noise_sigma=0.05)`` wraps a differentiable function, ``load_operator("<module>:<name>")``
+loads one from the working directory or PYTHONPATH (docs/operators.md).
 """
 
 from __future__ import annotations
@@ -12,14 +16,29 @@ from typing import Any
 
 from .base import NoiseSpec, Operator, as_noise_model
 from .blur import Blur, GaussianBlur, MotionBlur, gaussian_kernel, motion_kernel
+from .custom import FunctionOperator, from_function, load_operator, resolve_operator
+from .hdr import HighDynamicRange
 from .inpaint import BoxInpainting, Inpainting, RandomInpainting
+from .kernel_wizard import KernelWizard, KernelWizardOptions
 from .noise import GaussianNoise, NoiseModel, NoNoise, PoissonNoise, make_noise
+from .nonlinear_blur import BlurWeightsMissing, NonlinearBlur, load_kernel_wizard
+from .phase_retrieval import PhaseRetrieval
 from .random import as_generator_list, generators_from_seeds, parameter_generators, randn
 from .resize import SuperResolution
 
 #: task name -> operator class
 OPERATORS: dict[str, type[Operator]] = {
-    cls.name: cls for cls in (BoxInpainting, RandomInpainting, SuperResolution, GaussianBlur, MotionBlur)
+    cls.name: cls
+    for cls in (
+        BoxInpainting,
+        RandomInpainting,
+        SuperResolution,
+        GaussianBlur,
+        MotionBlur,
+        PhaseRetrieval,
+        HighDynamicRange,
+        NonlinearBlur,
+    )
 }
 
 
@@ -33,25 +52,36 @@ def make_operator(name: str, **kwargs: Any) -> Operator:
 __all__ = [
     "OPERATORS",
     "Blur",
+    "BlurWeightsMissing",
     "BoxInpainting",
+    "FunctionOperator",
     "GaussianBlur",
     "GaussianNoise",
+    "HighDynamicRange",
     "Inpainting",
+    "KernelWizard",
+    "KernelWizardOptions",
     "MotionBlur",
     "NoNoise",
     "NoiseModel",
     "NoiseSpec",
+    "NonlinearBlur",
     "Operator",
+    "PhaseRetrieval",
     "PoissonNoise",
     "RandomInpainting",
     "SuperResolution",
     "as_generator_list",
     "as_noise_model",
+    "from_function",
     "gaussian_kernel",
     "generators_from_seeds",
+    "load_kernel_wizard",
+    "load_operator",
     "make_noise",
     "make_operator",
     "motion_kernel",
     "parameter_generators",
     "randn",
+    "resolve_operator",
 ]

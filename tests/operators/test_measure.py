@@ -15,7 +15,8 @@ from operators import (
 
 
 def test_registry_names() -> None:
-    assert set(OPERATORS) == {"box_inpaint", "random_inpaint", "super_resolution", "gaussian_blur", "motion_blur"}
+    linear = {"box_inpaint", "random_inpaint", "super_resolution", "gaussian_blur", "motion_blur"}
+    assert set(OPERATORS) == linear | {"phase_retrieval", "hdr", "nonlinear_blur"}
 
 
 def test_unknown_operator_lists_valid_names() -> None:
@@ -25,7 +26,7 @@ def test_unknown_operator_lists_valid_names() -> None:
         assert name in str(info.value)
 
 
-@pytest.mark.parametrize("name", sorted(OPERATORS))
+@pytest.mark.parametrize("name", sorted(name for name, cls in OPERATORS.items() if cls.is_linear))
 def test_wrong_rank_is_a_clear_error(name: str) -> None:
     kwargs = {"super_resolution": {}, "gaussian_blur": {}}.get(name, {"generator": torch.Generator()})
     op = make_operator(name, **kwargs)

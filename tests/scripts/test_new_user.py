@@ -257,7 +257,8 @@ def test_help_is_short_and_lists_the_choices(tmp_path, script):
     text = result.stdout
     assert len(text.splitlines()) < 50
     for line in (
-        "task: box_inpaint, gaussian_deblur, motion_deblur, random_inpaint, sr4, sr8",
+        "task: box_inpaint, custom, gaussian_deblur, hdr, motion_deblur, nonlinear_deblur, phase_retrieval, "
+        "random_inpaint, sr4, sr8",
         "prior: adm_ffhq, adm_imagenet, sd15, tiny_adm, tiny_sd",
     ):
         assert line in text
