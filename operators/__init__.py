@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import NoiseSpec, Operator, as_noise_model
+from .base import CAPABILITIES, NoiseSpec, Operator, as_noise_model
 from .blur import Blur, GaussianBlur, MotionBlur, gaussian_kernel, motion_kernel
 from .inpaint import BoxInpainting, Inpainting, RandomInpainting
 from .noise import GaussianNoise, NoiseModel, NoNoise, PoissonNoise, make_noise
@@ -31,6 +31,7 @@ def make_operator(name: str, **kwargs: Any) -> Operator:
 
 
 __all__ = [
+    "CAPABILITIES",
     "OPERATORS",
     "Blur",
     "BoxInpainting",

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from operators import OPERATORS, Operator, make_operator
 from priors import DiffusionPrior
-from solvers import SOLVERS, Solver
+from solvers import SOLVERS, Solver, fit_error
 
 from .config import Settings, group_options, operator_params
 from .errors import SetupError
@@ -113,6 +113,14 @@ def check_operator(
 
 
 # -- solvers --------------------------------------------------------------------------------------------------
+def check_solver_fits(solver: str, operator: Operator, task_cfg: DictConfig) -> None:
+    """Fail at start-up when the solver needs what the task's operator does not offer (``SolverSpec.needs`` against
+    ``Operator.capabilities``), naming the solvers that can."""
+    problem = fit_error(solver, operator, what=f"task={task_cfg.name}'s operator {task_cfg.operator}")
+    if problem:
+        raise SetupError(problem)
+
+
 def build_solver(
     settings: Settings, solver_cfg: DictConfig, prior: DiffusionPrior, operator: Operator, progress: bool
 ) -> Solver:

@@ -29,6 +29,7 @@ from .build import (
     build_solver,
     check_operator,
     check_pag_layers,
+    check_solver_fits,
     prior_image_size,
     select_device,
     select_dtype,
@@ -140,6 +141,7 @@ def plan(cfg: DictConfig, fetch: bool = True) -> Plan:
     size = int(cfg.prior.image_size)
     reference = bool(cfg.solver.get("reference", False))
     operator, measurement_shape = check_operator(cfg.task, size, device, dtype, reference)
+    check_solver_fits(settings.solver, operator, cfg.task)
     recon_kind = scored_recon(cfg, operator.observed_mask is not None, reference)
     metrics_size = None if cfg.metrics.size is None else int(cfg.metrics.size)
     # PSLD_PAG upsamples its 256 px data to 512 with nearest; ours: bicubic
