@@ -113,19 +113,25 @@ def check_operator(
 
 
 # -- solvers --------------------------------------------------------------------------------------------------
-def check_solver_fits(solver: str, operator: Operator, task_cfg: DictConfig) -> None:
+class SolverMismatch(SetupError):
+    """The solver needs what the task's operator does not offer (``solvers.fit_error``)."""
+
+
+def check_solver_fits(solver: str, operator: Operator, task: str) -> None:
     """Fail at start-up when the solver needs what the task's operator does not offer (``SolverSpec.needs`` against
     ``Operator.capabilities``), naming the solvers that can."""
-    problem = fit_error(solver, operator, what=f"task={task_cfg.name}'s operator {task_cfg.operator}")
+    problem = fit_error(solver, operator, what=f"task={task}'s operator {operator.name}")
     if problem:
-        raise SetupError(problem)
+        raise SolverMismatch(problem)
 
 
 def build_solver(
     settings: Settings, solver_cfg: DictConfig, prior: DiffusionPrior, operator: Operator, progress: bool
 ) -> Solver:
     """The registered solver ``settings.solver`` with the resolved step sizes and PAG, and its options from
-    ``solver_cfg`` (``SolverSpec.options``)."""
+    ``solver_cfg`` (``SolverSpec.options``); ``SolverMismatch`` when it cannot run with ``operator``."""
+    if operator is not None:
+        check_solver_fits(settings.solver, operator, settings.task)
     options = OmegaConf.to_container(solver_cfg, resolve=True)
     return SOLVERS[settings.solver].build(
         prior,

@@ -35,6 +35,8 @@ from .psld import PSLD
 
 Space = Literal["pixel", "latent"]
 SPACES: tuple[Space, ...] = ("pixel", "latent")
+#: how data are resized to the prior's size (``runner.data.RESAMPLE``)
+Resample = Literal["bicubic", "nearest"]
 
 
 #: constructor arguments that are not settings of a conf file: what the runner passes itself (the prior, the
@@ -83,6 +85,8 @@ class SolverSpec:
     needs: what its step asks of the operator, in ``operators.CAPABILITIES``' words (``differentiable``: A(x) under
     autograd; ``linear``: the exact adjoint / ``transpose``; ``pinv``; ``prox_l2``), checked against
     ``Operator.capabilities`` before a run (``fit_error``; table in docs/solvers.md).
+    reference_resample: how the solver's reference code resizes the data to the prior's size, applied with
+    ``solver.reference=true`` (``bicubic``, ours otherwise, or ``nearest``).
     """
 
     cls: Callable[..., Solver]
@@ -92,12 +96,15 @@ class SolverSpec:
     constraints: Mapping[str, Allowed] = field(default_factory=dict, hash=False)
     bare_step: BareStep | None = None
     needs: frozenset[str] = frozenset({"differentiable"})
+    reference_resample: Resample = "bicubic"
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
         if not self.needs <= set(CAPABILITIES):
             raise ValueError(f"needs {sorted(self.needs - set(CAPABILITIES))}: not in {CAPABILITIES}")
+        if self.reference_resample not in typing.get_args(Resample):
+            raise ValueError(f"reference_resample must be one of {typing.get_args(Resample)}")
         unknown = sorted(set(self.constraints) - set(self.option_specs))
         if unknown:
             raise ValueError(f"constraints on {unknown}, which are not options of {self.cls.__name__}")
@@ -268,6 +275,7 @@ SOLVERS: Mapping[str, SolverSpec] = {
         bare_step=psld_bare_step,
         constraints={"eta": Allowed(low=0, high=1), "cfg_scale": Allowed(low=0)},
         needs=frozenset({"differentiable", "linear"}),  # the gluing term's A^T (docs/solvers.md)
+        reference_resample="nearest",  # PSLD_PAG scripts/inverse.py: f.interpolate(img, 512) from 256 px
     ),
     "daps": SolverSpec(
         cls=DAPS,

@@ -77,3 +77,19 @@ def test_needs_are_what_the_step_uses(name, golden):
     recon = solver.restore(y, [torch.Generator().manual_seed(2)])
     assert torch.isfinite(recon).all()
     assert op.used == set(SOLVERS[name].needs), f"{name} declares {sorted(SOLVERS[name].needs)}"
+
+
+class Cube(Operator):
+    """A nonlinear operator: y = x^3 (its forward only)."""
+
+    def forward(self, x):
+        return x**3
+
+
+def test_build_refuses_an_operator_without_what_the_solver_needs(golden):
+    prior = golden.load_prior("tiny_adm")
+    with pytest.raises(ValueError, match=r"^solver=diffpir needs the proximal data step prox_l2") as info:
+        SOLVERS["diffpir"].build(prior, Cube(), {"lam": 7.0, "zeta": 0.5}, num_steps=2, progress=False)
+    assert "operator Cube does not offer (it offers: differentiable); solvers that can: dps" in str(info.value)
+    solver = SOLVERS["dps"].build(prior, Cube(), {"zeta": 1.0}, num_steps=2, progress=False)
+    assert solver.operator.capabilities == {"differentiable"}
