@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import NoiseSpec, Operator, as_noise_model
+from .base import CAPABILITIES, NoiseSpec, Operator, as_noise_model
 from .blur import Blur, GaussianBlur, MotionBlur, gaussian_kernel, motion_kernel
 from .custom import FunctionOperator, from_function, load_operator, resolve_operator
 from .hdr import HighDynamicRange
@@ -50,6 +50,7 @@ def make_operator(name: str, **kwargs: Any) -> Operator:
 
 
 __all__ = [
+    "CAPABILITIES",
     "OPERATORS",
     "Blur",
     "BlurWeightsMissing",

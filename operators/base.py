@@ -12,6 +12,11 @@ from .linalg import CG_MAX_ITER, CG_TOL, pinv_cg, prox_cg
 from .noise import GaussianNoise, NoiseModel, make_noise
 from .random import Generators
 
+#: what a solver may need from an operator (``Operator.capabilities``; ``SolverSpec.needs``): ``differentiable``:
+#: a forward A(x) that autograd differentiates (every operator); ``linear``: A is linear with an exact adjoint
+#: (``adjoint`` / ``transpose``); ``pinv``: A^+ y; ``prox_l2``: argmin_x ||y - A x||^2 + rho ||x - x0||^2
+CAPABILITIES: tuple[str, ...] = ("differentiable", "linear", "pinv", "prox_l2")
+
 #: what ``noise=`` accepts: a model, a config mapping such as ``{"name": "gaussian", "sigma": 0.05}``, or None
 NoiseSpec = NoiseModel | Mapping[str, Any] | None
 
@@ -41,7 +46,8 @@ class Operator(nn.Module):
     - ``op.is_linear``: whether A is linear (the algebra below needs it);
     - ``op.noise_sigma``: the Gaussian noise std on the [-1, 1] scale (0.0 noiseless, None: not Gaussian);
     - ``op.prox_l2(y, x0, rho)`` = argmin_x ||y - A x||^2 + rho ||x - x0||^2;
-    - ``op.pinv(y)`` = A^+ y, the minimum-norm least-squares solution of A x = y.
+    - ``op.pinv(y)`` = A^+ y, the minimum-norm least-squares solution of A x = y;
+    - ``op.capabilities``: which of ``CAPABILITIES`` it offers (what solvers check before running).
 
     ``prox_l2`` and ``pinv`` default to conjugate gradients with the exact adjoint (``operators/linalg.py``),
     which always work for a linear operator; subclasses override them with their closed forms (docs/operators.md).
@@ -85,6 +91,19 @@ class Operator(nn.Module):
         """The binary mask (1 = observed) of an operator that observes pixels unchanged and drops the others
         (inpainting), None otherwise: where a restoration may be pasted over by the measurement."""
         return None
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What this operator offers solvers (``CAPABILITIES``): ``differentiable`` always; ``linear``, ``pinv`` and
+        ``prox_l2`` when ``is_linear`` (the defaults below then work); ``pinv`` / ``prox_l2`` also when a nonlinear
+        subclass overrides them. A subclass may override this property to say more or less."""
+        offered = {"differentiable"}
+        if self.is_linear:
+            offered |= {"linear", "pinv", "prox_l2"}
+        for name in ("pinv", "prox_l2"):
+            if getattr(type(self), name) is not getattr(Operator, name):
+                offered.add(name)
+        return frozenset(offered)
 
     def prox_l2(
         self,

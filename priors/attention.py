@@ -10,11 +10,13 @@ This module knows no concrete network: an ``AttentionKind`` says which modules a
 is switched to the identity map, and which alternative names the network's layers have. A prior (or a network)
 declares its kind as ``attention_kind`` (``priors.adm`` for ADM UNets); a network that cannot carry the attribute
 (a diffusers UNet) is matched by the kinds registered with ``register_attention_kind`` (``priors.sd`` registers
-diffusers' when imported).
+diffusers' when imported; ``LAZY_KINDS`` imports it on first use for a network built from diffusers' classes, so
+``import priors`` alone stays free of diffusers and a user need not import ``priors.sd`` first).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
@@ -41,6 +43,10 @@ class AttentionKind(Protocol):
 
 _REGISTERED: list[AttentionKind] = []
 
+#: top-level package of a network's layer classes -> the module that registers their kind when imported: imported
+#: on first need (a network of diffusers' classes means diffusers is loaded already; importing it costs seconds)
+LAZY_KINDS: dict[str, str] = {"diffusers": "priors.sd.attention"}
+
 
 def register_attention_kind(kind: AttentionKind) -> None:
     """Make ``kind`` known for networks that do not declare an ``attention_kind`` (idempotent)."""
@@ -55,11 +61,15 @@ def _network(model: nn.Module) -> nn.Module:
 
 
 def _kinds(model: nn.Module) -> list[AttentionKind]:
-    """The declared kind of ``model`` (a prior) or of its network, else every registered one."""
+    """The declared kind of ``model`` (a prior) or of its network, else every registered one (the ``LAZY_KINDS``
+    of the packages its layers come from imported first)."""
     for obj in (model, _network(model)):
         kind = getattr(obj, "attention_kind", None)
         if kind is not None:
             return [kind]
+    packages = {type(m).__module__.partition(".")[0] for m in _network(model).modules()}
+    for package in sorted(packages & LAZY_KINDS.keys()):
+        importlib.import_module(LAZY_KINDS[package])
     return list(_REGISTERED)
 
 
@@ -99,8 +109,12 @@ def resolve_layers(model: nn.Module, names: Sequence[str] | str) -> list[str]:
             found = [n for n in valid if n.startswith(prefix)] if target else []
         if not found:
             alias_note = f"; LDM aliases: {', '.join(sorted(aliases))}" if aliases else ""
+            none = (
+                f"(none: no registered attention kind knows {type(_network(model)).__name__}'s layers; declare its "
+                "`attention_kind` or register one with priors.register_attention_kind)"
+            )
             raise ValueError(
-                f"unknown self-attention layer {name!r}. Valid layers: {', '.join(valid) or '(none)'}{alias_note}"
+                f"unknown self-attention layer {name!r}. Valid layers: {', '.join(valid) or none}{alias_note}"
             )
         resolved.extend(n for n in found if n not in resolved)
     return resolved
@@ -110,7 +124,7 @@ def resolve_layers(model: nn.Module, names: Sequence[str] | str) -> list[str]:
 def perturbed_self_attention(model: nn.Module, layers: Sequence[str] | str) -> Iterator[list[str]]:
     """Inside the context the named self-attention layers use the identity attention map for every sample.
 
-    ``model``: a prior, an ``ADMUNet`` or a diffusers ``UNet2DConditionModel`` (with ``priors.sd`` imported).
+    ``model``: a prior, an ``ADMUNet`` or a diffusers ``UNet2DConditionModel``.
     Yields the canonical layer names. On exit the model is exactly as before (bit-identical outputs).
     """
     network = _network(model)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from operators import OPERATORS, Operator, make_operator
 from priors import DiffusionPrior
-from solvers import SOLVERS, Solver
+from solvers import SOLVERS, Solver, fit_error
 
 from .config import Settings, group_options, operator_params
 from .errors import SetupError
@@ -113,11 +113,25 @@ def check_operator(
 
 
 # -- solvers --------------------------------------------------------------------------------------------------
+class SolverMismatch(SetupError):
+    """The solver needs what the task's operator does not offer (``solvers.fit_error``)."""
+
+
+def check_solver_fits(solver: str, operator: Operator, task: str) -> None:
+    """Fail at start-up when the solver needs what the task's operator does not offer (``SolverSpec.needs`` against
+    ``Operator.capabilities``), naming the solvers that can."""
+    problem = fit_error(solver, operator, what=f"task={task}'s operator {operator.name}")
+    if problem:
+        raise SolverMismatch(problem)
+
+
 def build_solver(
     settings: Settings, solver_cfg: DictConfig, prior: DiffusionPrior, operator: Operator, progress: bool
 ) -> Solver:
     """The registered solver ``settings.solver`` with the resolved step sizes and PAG, and its options from
-    ``solver_cfg`` (``SolverSpec.options``)."""
+    ``solver_cfg`` (``SolverSpec.options``); ``SolverMismatch`` when it cannot run with ``operator``."""
+    if operator is not None:
+        check_solver_fits(settings.solver, operator, settings.task)
     options = OmegaConf.to_container(solver_cfg, resolve=True)
     return SOLVERS[settings.solver].build(
         prior,

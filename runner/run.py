@@ -20,7 +20,7 @@ from tqdm import tqdm
 from evaluation import ImageScorer, MetricResult, describe, distribution_between_files
 from imaging import image_row, restoration_grid, save_image
 from operators import Operator
-from solvers import DivergenceError, StepInfo
+from solvers import SOLVERS, DivergenceError, StepInfo
 from solvers.chain import should_call
 
 from .build import (
@@ -29,6 +29,7 @@ from .build import (
     build_solver,
     check_operator,
     check_pag_layers,
+    check_solver_fits,
     prior_image_size,
     select_device,
     select_dtype,
@@ -145,10 +146,10 @@ def plan(cfg: DictConfig, fetch: bool = True) -> Plan:
     size = int(cfg.prior.image_size)
     reference = bool(cfg.solver.get("reference", False))
     operator, measurement_shape = check_operator(cfg.task, size, device, dtype, reference)
+    check_solver_fits(settings.solver, operator, str(cfg.task.name))
     recon_kind = scored_recon(cfg, operator.observed_mask is not None, reference)
     metrics_size = None if cfg.metrics.size is None else int(cfg.metrics.size)
-    # PSLD_PAG upsamples its 256 px data to 512 with nearest; ours: bicubic
-    resample = "nearest" if reference and bool(cfg.prior.latent) else "bicubic"
+    resample = SOLVERS[settings.solver].reference_resample if reference else "bicubic"  # PSLD_PAG's: nearest
     data = build_dataset(
         cfg.data,
         size,

@@ -21,8 +21,10 @@ from .registry import (
     SolverOption,
     SolverSpec,
     default_solver,
+    fit_error,
     prior_space,
     solvers_for,
+    solvers_that_fit,
 )
 from .sample import sample
 
@@ -48,8 +50,10 @@ __all__ = [
     "StepInfo",
     "data_prox",
     "default_solver",
+    "fit_error",
     "prior_space",
     "run_chain",
     "sample",
     "solvers_for",
+    "solvers_that_fit",
 ]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
-from operators import Operator
+from operators import CAPABILITIES, Operator
 from priors import Prior
 
 from .bare import BareStep, dps_bare_step, psld_bare_step
@@ -35,6 +35,8 @@ from .psld import PSLD
 
 Space = Literal["pixel", "latent"]
 SPACES: tuple[Space, ...] = ("pixel", "latent")
+#: how data are resized to the prior's size (``runner.data.RESAMPLE``)
+Resample = Literal["bicubic", "nearest"]
 
 
 #: constructor arguments that are not settings of a conf file: what the runner passes itself (the prior, the
@@ -80,6 +82,11 @@ class SolverSpec:
     ``option_defaults()`` where it has one (a settings variant that keeps its defaults as class data). The runner
     reads them from the solver's ``conf/solver/<name>.yaml`` node as they are and checks them before a run.
     bare_step: its step written against the raw network (``solvers.bare``), the benchmark's baseline; optional.
+    needs: what its step asks of the operator, in ``operators.CAPABILITIES``' words (``differentiable``: A(x) under
+    autograd; ``linear``: the exact adjoint / ``transpose``; ``pinv``; ``prox_l2``), checked against
+    ``Operator.capabilities`` before a run (``fit_error``; table in docs/solvers.md).
+    reference_resample: how the solver's reference code resizes the data to the prior's size, applied with
+    ``solver.reference=true`` (``bicubic``, ours otherwise, or ``nearest``).
     """
 
     cls: Callable[..., Solver]
@@ -88,10 +95,16 @@ class SolverSpec:
     table: str
     constraints: Mapping[str, Allowed] = field(default_factory=dict, hash=False)
     bare_step: BareStep | None = None
+    needs: frozenset[str] = frozenset({"differentiable"})
+    reference_resample: Resample = "bicubic"
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
+        if not self.needs <= set(CAPABILITIES):
+            raise ValueError(f"needs {sorted(self.needs - set(CAPABILITIES))}: not in {CAPABILITIES}")
+        if self.reference_resample not in typing.get_args(Resample):
+            raise ValueError(f"reference_resample must be one of {typing.get_args(Resample)}")
         unknown = sorted(set(self.constraints) - set(self.option_specs))
         if unknown:
             raise ValueError(f"constraints on {unknown}, which are not options of {self.cls.__name__}")
@@ -109,6 +122,10 @@ class SolverSpec:
     def accepts(self, prior: Prior) -> bool:
         return prior_space(prior) == self.space
 
+    def missing(self, operator: Operator) -> list[str]:
+        """What this solver needs that ``operator`` does not offer (``CAPABILITIES`` order; empty: it fits)."""
+        return [c for c in CAPABILITIES if c in self.needs and c not in operator.capabilities]
+
     def build(
         self,
         prior: Prior,
@@ -125,6 +142,9 @@ class SolverSpec:
         missing = [p for p in self.params if p not in step_sizes]
         if missing:
             raise ValueError(f"{self.cls.__name__} needs the step sizes {missing}")
+        problem = None if operator is None else fit_error(self, operator)
+        if problem:
+            raise ValueError(problem)
         options = options or {}
         extra = {k: options[k] for k in self.options if k in options}
         sizes = {p: float(step_sizes[p]) for p in self.params}
@@ -194,6 +214,43 @@ def _kind(hint: Any, default: Any) -> tuple[type, bool, tuple[Any, ...] | None]:
     return (hint if hint in CONFIG_TYPES else object), nullable, choices
 
 
+#: how an error names each capability a solver needs
+NEED_WORDS = {
+    "differentiable": "a differentiable forward A(x)",
+    "linear": "a linear operator with its exact adjoint A^T (is_linear)",
+    "pinv": "the pseudo-inverse A^+ (pinv)",
+    "prox_l2": "the proximal data step prox_l2(y, x0, rho)",
+}
+
+
+def solvers_that_fit(operator: Operator) -> list[str]:
+    """Names of the registered solvers whose needs ``operator`` offers, in registry order."""
+    return [name for name, spec in SOLVERS.items() if not spec.missing(operator)]
+
+
+def fit_error(solver: str | SolverSpec, operator: Operator, what: str | None = None) -> str | None:
+    """None when ``solver`` (a name or a spec) can run with ``operator``; else one sentence: what it needs that
+    ``operator`` (``what`` names it; default: its class) lacks, and the solvers that can, by prior space."""
+    spec = SOLVERS[solver] if isinstance(solver, str) else solver
+    missing = spec.missing(operator)
+    if not missing:
+        return None
+    name = solver if isinstance(solver, str) else next((n for n, s in SOLVERS.items() if s is spec), spec.cls.__name__)
+    what = what or f"operator {type(operator).__name__}"
+    offered = ", ".join(c for c in CAPABILITIES if c in operator.capabilities)
+    fitting = solvers_that_fit(operator)
+    by_space = [
+        f"{', '.join(n for n in fitting if SOLVERS[n].space == space)} ({space} priors)"
+        for space in SPACES
+        if any(SOLVERS[n].space == space for n in fitting)
+    ]
+    can = f"solvers that can: {'; '.join(by_space)}" if by_space else "no registered solver can"
+    return (
+        f"solver={name} needs {' and '.join(NEED_WORDS[c] for c in missing)}, which {what} does not offer "
+        f"(it offers: {offered}); {can}"
+    )
+
+
 def prior_space(prior: Prior) -> Space:
     """``latent`` for priors over an autoencoder's latents, else ``pixel``."""
     return "latent" if prior.is_latent else "pixel"
@@ -208,6 +265,7 @@ SOLVERS: Mapping[str, SolverSpec] = {
         params=("lam", "zeta"),
         table="diffpir",
         constraints={"sigma_y": Allowed(low=0), "cg_max_iter": Allowed(low=1), "cg_tol": Allowed(low=0)},
+        needs=frozenset({"prox_l2"}),  # its data step (eq. 13); A itself is never differentiated
     ),
     "psld": SolverSpec(
         cls=PSLD,
@@ -216,6 +274,8 @@ SOLVERS: Mapping[str, SolverSpec] = {
         table="psld",
         bare_step=psld_bare_step,
         constraints={"eta": Allowed(low=0, high=1), "cfg_scale": Allowed(low=0)},
+        needs=frozenset({"differentiable", "linear"}),  # the gluing term's A^T (docs/solvers.md)
+        reference_resample="nearest",  # PSLD_PAG scripts/inverse.py: f.interpolate(img, 512) from 256 px
     ),
     "daps": SolverSpec(
         cls=DAPS,

@@ -6,6 +6,8 @@ with and without PAG, each solver with its step-table row for the prior (``shape
     python scripts/compare_solvers.py --prior tiny_sd --solvers psld,latent_daps --tasks box_inpaint --n 4 \
         --out docs/results/daps_tiny_sd
 
+``--solvers`` defaults to every registered solver of the prior's space (``solvers.solvers_for``); a solver that
+cannot run a task (it needs what the task's operator does not offer, docs/solvers.md) is skipped with a note.
 KID (with its std over subsets) of each row's restorations against ``--reference`` shapes test images (indices from
 100 000, never restored here) on ``--features`` (default the shipped shapes network; ``none`` for no KID column).
 Same runner code as ``scripts/restore.py`` (configs, step table, operators, per-image seed streams); all images of
@@ -24,8 +26,9 @@ import torch
 from evaluation import load_extractor
 from evaluation.kid import KID_MIN_IMAGES
 from imaging.io import write_json, write_text
+from solvers import solvers_for
 
-from ..build import build_prior
+from ..build import SolverMismatch, build_prior
 from ..config import compose, option_list
 from ..errors import SetupError
 from ..heldout import ShapesReference, held_out_batch, pixel_scores, restore_batch
@@ -80,7 +83,7 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prior", default="tiny_adm")
-    parser.add_argument("--solvers", default="dps,daps")
+    parser.add_argument("--solvers", default=None, help="comma-separated; default: every solver of the prior's space")
     parser.add_argument("--tasks", default="box_inpaint,sr4")
     parser.add_argument("--pag", default="off,on", help="off, on or off,on")
     parser.add_argument("--n", type=int, default=8, help="images per task")
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("override", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args(argv)
     try:  # before the prior and the reference features load
-        tasks, solvers = option_list("task", args.tasks), option_list("solver", args.solvers)
+        tasks = option_list("task", args.tasks)
+        solvers = option_list("solver", args.solvers) if args.solvers else None
     except SetupError as exc:
         parser.error(str(exc))
     if args.features != "none" and min(args.n, args.reference) < KID_MIN_IMAGES:
@@ -103,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = compose(f"prior={args.prior}", *args.override)
+    if solvers is None:
+        solvers = solvers_for("latent" if cfg.prior.latent else "pixel")
     prior = build_prior(cfg.prior, torch.device("cpu"), torch.float32)
 
     reference = None
@@ -112,7 +118,12 @@ def main(argv: list[str] | None = None) -> None:
     for task in tasks:
         for solver in solvers:
             for pag in [p == "on" for p in args.pag.split(",")]:
-                row = {"solver": solver, "pag": pag, "task": task} | run_one(args, prior, solver, task, pag, reference)
+                try:
+                    result = run_one(args, prior, solver, task, pag, reference)
+                except SolverMismatch as exc:
+                    print(f"skipped: {exc}", flush=True)
+                    break
+                row = {"solver": solver, "pag": pag, "task": task} | result
                 rows.append(row)
                 print(table([row]).splitlines()[-1], flush=True)
     markdown = table(rows)

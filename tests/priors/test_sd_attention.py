@@ -189,3 +189,59 @@ def test_shared_prefix_with_gradient_checkpointing(prior, inputs):
         results.append((eps_perturbed, grad))
     torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=1e-6)
     torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-5, atol=1e-6)
+
+
+FRESH_INTERPRETER = """
+import sys
+
+import torch
+import priors
+
+assert "diffusers" not in sys.modules, "import priors alone must not import diffusers (seconds of start-up)"
+from diffusers import UNet2DConditionModel
+
+# an SD-shaped UNet built from diffusers alone (priors.sd is never imported here)
+unet = UNet2DConditionModel(
+    sample_size=8, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, attention_head_dim=4,
+    cross_attention_dim=16, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+).eval()
+assert "priors.sd" not in sys.modules
+path = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
+z, t = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([500])
+text = torch.zeros(1, 3, 16)
+with torch.no_grad():
+    before = unet(z, t, text).sample
+    with priors.perturbed_self_attention(unet, [path]) as names:
+        perturbed = unet(z, t, text).sample
+    after = unet(z, t, text).sample
+assert names == [path], names
+assert (perturbed - before).abs().max() > 1e-6  # the layer's attention map changed
+assert torch.equal(after, before)  # restored
+print("ok")
+"""
+
+
+def test_diffusers_unet_after_import_priors_alone(tmp_path):
+    """A library user's first lines: ``import priors``, a diffusers UNet, PAG on one of its layers: works without
+    importing ``priors.sd`` first (the kind registers on first need), in a fresh interpreter."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_INTERPRETER], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_a_network_no_kind_knows_says_how_to_register_one():
+    network = torch.nn.Sequential(torch.nn.MultiheadAttention(8, 2))
+    with pytest.raises(
+        ValueError, match=r"no registered attention kind knows Sequential's layers.*register_attention_kind"
+    ):
+        priors.resolve_layers(network, ["0"])

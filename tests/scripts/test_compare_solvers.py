@@ -26,3 +26,30 @@ def test_compare_solvers_rows_passes_and_kid(tmp_path):
     assert report["features"].startswith("shapes") and report["reference"]["n"] == 8
     table = (out / "table.md").read_text()
     assert "KID ± std" in table.splitlines()[0] and len(table.splitlines()) == 4
+
+
+def test_default_solvers_are_the_priors_space_and_a_mismatch_is_skipped(tmp_path, monkeypatch, capsys):
+    """No ``--solvers``: every registered solver of the prior's space; one that cannot run a task is skipped with a
+    note (``SolverMismatch``, raised here for diffpir as a nonlinear task's operator would)."""
+    from runner.build import SolverMismatch
+    from runner.measure import compare
+    from solvers import SOLVERS
+
+    run_one = compare.run_one
+
+    def run_one_or_mismatch(args, prior, solver, *rest):
+        if solver == "diffpir":
+            raise SolverMismatch("solver=diffpir needs the proximal data step prox_l2(y, x0, rho)")
+        return run_one(args, prior, solver, *rest)
+
+    monkeypatch.setattr(compare, "run_one", run_one_or_mismatch)
+    out = tmp_path / "cmp"
+    load_script("compare_solvers.py").main(
+        ["--prior", "tiny_adm", "--tasks", "box_inpaint", "--pag", "off", "--n", "1", "--features", "none",
+         "--out", str(out), "solver.num_steps=2"]
+    )  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    pixel = {name for name, spec in SOLVERS.items() if spec.space == "pixel"}
+    assert {"dps", "diffpir", "daps"} <= pixel
+    assert {r["solver"] for r in report["rows"]} == pixel - {"diffpir"}
+    assert "skipped: solver=diffpir needs" in capsys.readouterr().out
