@@ -93,7 +93,8 @@ class Inpainting(Operator):
     def solve_gram(
         self, v: torch.Tensor, r2: float, s2: float, *, max_iter: int = CG_MAX_ITER, tol: float = CG_TOL
     ) -> torch.Tensor:
-        """Closed form: A A^T = diag(m), so (r2 A A^T + s2 I)^{-1} v = v / (r2 m + s2); ``max_iter`` / ``tol`` unused."""
+        """Closed form: A A^T = diag(m), so (r2 A A^T + s2 I)^{-1} v = v / (r2 m + s2); ``max_iter`` / ``tol``
+        are unused."""
         return v / (r2 * self._mask_for(v, "measurement") + s2)
 
     def transpose(self, y: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Posterior samplers over diffusion priors, with Perturbed-Attention Guidance, declared in one registry.
 
 ``SOLVERS`` maps a solver's name to its ``SolverSpec`` (class, prior space, step-size names, step-table section;
-its options, ``SolverOption``, read from the constructor): DPS, DiffPIR, DAPS, DDNM and PiGDM (pixel priors), PSLD and LatentDAPS
-(latent priors). Each is its settings and its ``step(ctx, i, x) -> (x_next, x0_hat)``; ``run_chain``
+its options, ``SolverOption``, read from the constructor): DPS, DiffPIR, DAPS, DDNM and PiGDM (pixel priors), PSLD
+and LatentDAPS (latent priors). Each is its settings and its ``step(ctx, i, x) -> (x_next, x0_hat)``; ``run_chain``
 (``ChainSolver.restore``) runs the steps for all of them.
 """
 
@@ -34,7 +34,6 @@ __all__ = [
     "DPS",
     "PAG",
     "PSLD",
-    "PiGDM",
     "SOLVERS",
     "SPACES",
     "Allowed",
@@ -45,6 +44,7 @@ __all__ = [
     "LatentDAPS",
     "NoisePrediction",
     "NoisePredictor",
+    "PiGDM",
     "Solver",
     "SolverOption",
     "SolverSpec",

@@ -34,6 +34,7 @@ Deliberate differences from the official code:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import KW_ONLY, dataclass, field
 
@@ -63,7 +64,7 @@ def travel_schedule(num_steps: int, travel_length: int, travel_repeat: int) -> l
                 times.append(t)
     times.append(-1)
     steps: list[list[int]] = []
-    for a, b in zip(times[:-1], times[1:], strict=True):
+    for a, b in itertools.pairwise(times):
         if b < a:  # a denoising step from a to a - 1
             steps.append([a, -1])
         else:  # a travel pair: only where the last one lands matters (each re-noises the same x0)

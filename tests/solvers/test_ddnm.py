@@ -1,6 +1,7 @@
 """DDNM / DDNM+: the official loop (wyhuai/DDNM ``functions/svd_ddnm.py``) written out here on a random-weight ADM in
 float64, A x = y exactly without noise, time-travel's schedule, batch invariance and where PAG enters."""
 
+import itertools
 import math
 
 import pytest
@@ -66,7 +67,7 @@ def official_loop(prior, mask, y, gens, shape, n, eta, sigma_y=0.0, travel=(1, 1
     times = get_schedule_jump(n, *travel)
     x0_preds, xs = [], []
     with torch.no_grad():
-        for i, j in zip(times[:-1], times[1:]):
+        for i, j in itertools.pairwise(times):
             i, j = i * skip, j * skip
             if j < 0:
                 j = -1
@@ -133,7 +134,7 @@ def test_chain_equals_the_official_loop(prior, images, sigma, travel, pag):
 def test_travel_schedule_is_the_official_one():
     for n, length, repeat in [(10, 1, 1), (10, 1, 3), (12, 2, 3), (20, 5, 2)]:
         ts = get_schedule_jump(n, length, repeat)
-        pairs = list(zip(ts[:-1], ts[1:]))
+        pairs = list(itertools.pairwise(ts))
         expected = []
         for a, b in pairs:
             if b < a:
