@@ -23,6 +23,8 @@ Deliberate differences from the official code:
   A^+ y at t = 980 with 50 steps).
 - ``awd: False`` / ``cond_awd`` / ``mcg`` and the HDR and ``in2`` special cases are not offered.
 - sigma_y is on the [-1, 1] scale of our operators.
+- num_steps steps at timesteps k (1000 // num_steps), k < num_steps; the official range(0, 1000, 1000 // num_steps)
+  is the same where num_steps divides 1000 and one step longer where it does not.
 """
 
 from __future__ import annotations
