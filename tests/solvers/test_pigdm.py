@@ -43,7 +43,7 @@ def official_loop(prior, mask, y, gens, shape, num_steps, eta, weight, sigma_y=0
     (r_t^2 A A^T + sigma_y^2 I)^{-1}, scaled by r_t^2 (solvers/pigdm.py). ``pag``: (s, layers)."""
     skip = 1000 // num_steps
     ts = list(range(0, 1000, skip))
-    ss = [-1] + list(ts[:-1])
+    ss = [-1, *ts[:-1]]
     abar = prior.schedule.alphas_cumprod
 
     def alpha(t):
