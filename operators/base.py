@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .linalg import CG_MAX_ITER, CG_TOL, pinv_cg, prox_cg
+from .linalg import CG_MAX_ITER, CG_TOL, conjugate_gradient, pinv_cg, prox_cg
 from .noise import GaussianNoise, NoiseModel, make_noise
 from .random import Generators
 
@@ -130,6 +130,18 @@ class Operator(nn.Module):
         """
         self._require_linear("pinv")
         return pinv_cg(self, y, max_iter=max_iter, tol=tol)
+
+    def solve_gram(
+        self, v: torch.Tensor, r2: float, s2: float, *, max_iter: int = CG_MAX_ITER, tol: float = CG_TOL
+    ) -> torch.Tensor:
+        """(r2 A A^T + s2 I)^{-1} v in measurement space (PiGDM's noisy guidance; s2 > 0).
+
+        Default: conjugate gradients from 0 with the exact adjoint, per image, bounded by ``max_iter`` / ``tol``.
+        """
+        self._require_linear("solve_gram")
+        return conjugate_gradient(
+            lambda u: r2 * self(self.adjoint(u)) + s2 * u, v, torch.zeros_like(v), max_iter=max_iter, tol=tol
+        )
 
     def _require_linear(self, what: str) -> None:
         if not self.is_linear:

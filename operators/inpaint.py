@@ -90,6 +90,13 @@ class Inpainting(Operator):
         """Closed form: A^+ = diag(m)^+ = diag(m) (m binary), so A^+ y = m * y; ``max_iter`` / ``tol`` are unused."""
         return self.adjoint(y)
 
+    def solve_gram(
+        self, v: torch.Tensor, r2: float, s2: float, *, max_iter: int = CG_MAX_ITER, tol: float = CG_TOL
+    ) -> torch.Tensor:
+        """Closed form: A A^T = diag(m), so (r2 A A^T + s2 I)^{-1} v = v / (r2 m + s2); ``max_iter`` / ``tol``
+        are unused."""
+        return v / (r2 * self._mask_for(v, "measurement") + s2)
+
     def transpose(self, y: torch.Tensor) -> torch.Tensor:
         """DPS's back-projection (identity) by default; see the class docstring."""
         if self.transpose_mode == "identity":

@@ -1,16 +1,18 @@
 """Posterior samplers over diffusion priors, with Perturbed-Attention Guidance, declared in one registry.
 
 ``SOLVERS`` maps a solver's name to its ``SolverSpec`` (class, prior space, step-size names, step-table section;
-its options, ``SolverOption``, read from the constructor): DPS, DiffPIR and DAPS (pixel priors), PSLD and LatentDAPS
-(latent priors). Each is its settings and its ``step(ctx, i, x) -> (x_next, x0_hat)``; ``run_chain``
+its options, ``SolverOption``, read from the constructor): DPS, DiffPIR, DAPS, DDNM and PiGDM (pixel priors), PSLD
+and LatentDAPS (latent priors). Each is its settings and its ``step(ctx, i, x) -> (x_next, x0_hat)``; ``run_chain``
 (``ChainSolver.restore``) runs the steps for all of them.
 """
 
 from .chain import ChainSolver, DivergenceError, StepContext, StepInfo, run_chain
 from .daps import DAPS, LatentDAPS
+from .ddnm import DDNM
 from .diffpir import DiffPIR
 from .dps import DPS
 from .guidance import PAG, NoisePrediction, NoisePredictor
+from .pigdm import PiGDM
 from .proximal import DataProximal, data_prox
 from .psld import PSLD
 from .registry import (
@@ -30,6 +32,7 @@ from .sample import sample
 
 __all__ = [
     "DAPS",
+    "DDNM",
     "DPS",
     "PAG",
     "PSLD",
@@ -43,6 +46,7 @@ __all__ = [
     "LatentDAPS",
     "NoisePrediction",
     "NoisePredictor",
+    "PiGDM",
     "Solver",
     "SolverOption",
     "SolverSpec",

@@ -28,9 +28,11 @@ from priors import Prior
 from .bare import BareStep, dps_bare_step, psld_bare_step
 from .chain import Solver
 from .daps import DAPS, MC_ALGOS, LatentDAPS
+from .ddnm import DDNM
 from .diffpir import DiffPIR
 from .dps import DPS
 from .guidance import PAG
+from .pigdm import PiGDM
 from .psld import PSLD
 
 Space = Literal["pixel", "latent"]
@@ -288,6 +290,34 @@ SOLVERS: Mapping[str, SolverSpec] = {
             "mcmc_steps": Allowed(low=1),
             "mc_algo": Allowed(choices=MC_ALGOS),
         },
+    ),
+    # DDNM / PiGDM need a linear operator with A^+ (``operator.pinv``; PiGDM's noisy form also ``solve_gram``)
+    "ddnm": SolverSpec(
+        cls=DDNM,
+        space="pixel",
+        params=("eta",),
+        table="ddnm",
+        constraints={
+            "sigma_y": Allowed(low=0),
+            "travel_length": Allowed(low=1),
+            "travel_repeat": Allowed(low=1),
+            "pinv_max_iter": Allowed(low=1),
+            "pinv_tol": Allowed(low=0),
+        },
+        needs=frozenset({"linear", "pinv"}),  # x0_y = A^+ y + (I - A^+ A) x0_hat
+    ),
+    "pigdm": SolverSpec(
+        cls=PiGDM,
+        space="pixel",
+        params=("weight",),
+        table="pigdm",
+        constraints={
+            "eta": Allowed(low=0, high=1),
+            "sigma_y": Allowed(low=0),
+            "solve_max_iter": Allowed(low=1),
+            "solve_tol": Allowed(low=0),
+        },
+        needs=frozenset({"differentiable", "linear", "pinv"}),  # A^+, and (r^2 A A^T + s^2 I)^-1 when noisy
     ),
     # the official SD settings vary the MCMC per task (steps, step size, its decay, HMC momentum)
     "latent_daps": SolverSpec(

@@ -16,7 +16,7 @@ import runner
 from runner import CONF_DIR, PRIORS, PriorFamily, SetupError
 from runner.data import path_variable
 from runner.priors import prior_needs
-from solvers import DAPS, DPS, PSLD, SOLVERS, Allowed, DiffPIR, LatentDAPS, SolverSpec
+from solvers import DAPS, DDNM, DPS, PSLD, SOLVERS, Allowed, DiffPIR, LatentDAPS, PiGDM, SolverSpec
 from solvers.registry import constructor_options
 
 #: each shipped solver's options as the constructors list them (written out by hand from solvers/*.py)
@@ -30,6 +30,8 @@ SHIPPED_OPTIONS = {
         "tau", "ode_steps", "mcmc_steps", "lr_min_ratio", "sigma_max", "sigma_min", "ode_sigma_min", "rho", "mc_algo",
         "momentum", "grad_clip",
     },
+    "ddnm": {"sigma_y", "travel_length", "travel_repeat", "pinv_max_iter", "pinv_tol"},
+    "pigdm": {"eta", "sigma_y", "solve_max_iter", "solve_tol"},
     "latent_daps": {
         "tau", "ode_steps", "sigma_max", "sigma_min", "ode_sigma_min", "rho", "mc_algo", "grad_clip", "prompt",
         "cfg_scale",
@@ -112,7 +114,7 @@ def test_option_types_from_annotations_and_hooks():
 
 
 def test_the_shipped_classes_are_registered():
-    assert [SOLVERS[n].cls for n in SHIPPED_OPTIONS] == [DPS, DiffPIR, PSLD, DAPS, LatentDAPS]
+    assert [SOLVERS[n].cls for n in SHIPPED_OPTIONS] == [DPS, DiffPIR, PSLD, DAPS, DDNM, PiGDM, LatentDAPS]
 
 
 @pytest.mark.parametrize(

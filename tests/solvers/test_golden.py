@@ -1,5 +1,6 @@
 """Golden outputs: every registered solver, with and without PAG, on both shipped tiny priors, reproduces the outputs
-stored before the core was refactored (``python tests/solvers/test_golden.py --write`` makes them).
+stored before the core was refactored (``python tests/solvers/test_golden.py --write`` makes them; ``--add`` computes
+only the keys missing from the file, for a newly registered solver, and leaves every stored one as it is).
 
 Tolerance: 1e-9 absolute on values of order 1, in float64. A refactor that keeps the equations but reorders
 arithmetic (a sum split differently, a factor applied before instead of after a product) moves results by a few
@@ -52,6 +53,8 @@ CASES: dict[str, Case] = {
     "dps": Case("dps", "tiny_adm", {"zeta": 1.0}, 4),
     "diffpir": Case("diffpir", "tiny_adm", {"lam": 7.0, "zeta": 0.5}, 4),
     "daps": Case("daps", "tiny_adm", {"lr": 1e-4}, 3, {"ode_steps": 3, "mcmc_steps": 3}),
+    "ddnm": Case("ddnm", "tiny_adm", {"eta": 0.85}, 4, {"travel_repeat": 2}),
+    "pigdm": Case("pigdm", "tiny_adm", {"weight": 1.0}, 4, {"eta": 0.5}),
     "psld": Case("psld", "tiny_sd", {"omega": 1.0, "gamma": 0.1}, 4),
     "latent_daps": Case(
         "latent_daps",
@@ -142,6 +145,26 @@ def write() -> None:
     print(f"wrote {GOLDEN_FILE} ({GOLDEN_FILE.stat().st_size / 1e6:.2f} MB)")
 
 
+def add() -> None:
+    """Append the outputs of the cases whose keys are missing; the stored tensors are written back unchanged (checked
+    by reading the file again)."""
+    from safetensors.torch import load_file, save_file
+
+    before = load_file(GOLDEN_FILE)
+    tensors = dict(before)
+    for solver, task, pag in case_names():
+        if all(key(solver, task, pag, what) in before for what in ("recon", "x_t", "x0_hat")):
+            continue
+        for what, value in run_case(CASES[solver], task, pag).items():
+            tensors[key(solver, task, pag, what)] = value.contiguous()
+        print(solver, task, "pag" if pag else "no pag", "added", flush=True)
+    save_file(tensors, GOLDEN_FILE)
+    after = load_file(GOLDEN_FILE)
+    changed = [k for k, v in before.items() if not (v.dtype == after[k].dtype and torch.equal(v, after[k]))]
+    assert not changed, f"stored outputs changed: {changed}"
+    print(f"{GOLDEN_FILE}: {len(after) - len(before)} keys added, {len(before)} kept unchanged")
+
+
 ATOL = 1e-9
 
 
@@ -177,3 +200,5 @@ def test_golden_output(solver, task, pag):
 
 if __name__ == "__main__" and "--write" in sys.argv:
     write()
+elif __name__ == "__main__" and "--add" in sys.argv:
+    add()
