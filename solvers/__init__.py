@@ -1,7 +1,7 @@
 """Posterior samplers over diffusion priors, with Perturbed-Attention Guidance, declared in one registry.
 
 ``SOLVERS`` maps a solver's name to its ``SolverSpec`` (class, prior space, step-size names, step-table section;
-its options, ``SolverOption``, read from the constructor): DPS, DiffPIR and DAPS (pixel priors), PSLD and LatentDAPS
+its options, ``SolverOption``, read from the constructor): DPS, DiffPIR, DAPS and RED-diff (pixel priors), PSLD and LatentDAPS
 (latent priors). Each is its settings and its ``step(ctx, i, x) -> (x_next, x0_hat)``; ``run_chain``
 (``ChainSolver.restore``) runs the steps for all of them.
 """
@@ -13,6 +13,7 @@ from .dps import DPS
 from .guidance import PAG, NoisePrediction, NoisePredictor
 from .proximal import DataProximal, data_prox
 from .psld import PSLD
+from .reddiff import REDDiff
 from .registry import (
     SOLVERS,
     SPACES,
@@ -31,6 +32,7 @@ __all__ = [
     "DPS",
     "PAG",
     "PSLD",
+    "REDDiff",
     "SOLVERS",
     "SPACES",
     "Allowed",

@@ -34,6 +34,7 @@ SHIPPED_OPTIONS = {
         "tau", "ode_steps", "sigma_max", "sigma_min", "ode_sigma_min", "rho", "mc_algo", "grad_clip", "prompt",
         "cfg_scale",
     },
+    "reddiff": {"obs_weight", "weight", "sigma_x0", "init"},
 }  # fmt: skip
 #: what the runner passes itself, and DPS / DiffPIR / DAPS's class labels (library use only)
 NOT_SETTINGS = {"prior", "operator", "pag", "num_steps", "progress", "cond"}
