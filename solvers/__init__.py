@@ -1,8 +1,8 @@
 """Posterior samplers over diffusion priors, with Perturbed-Attention Guidance, declared in one registry.
 
 ``SOLVERS`` maps a solver's name to its ``SolverSpec`` (class, prior space, step-size names, step-table section;
-its options, ``SolverOption``, read from the constructor): DPS, DiffPIR, DAPS and RED-diff (pixel priors), PSLD and LatentDAPS
-(latent priors). Each is its settings and its ``step(ctx, i, x) -> (x_next, x0_hat)``; ``run_chain``
+its options, ``SolverOption``, read from the constructor): DPS, DiffPIR, DAPS and RED-diff (pixel priors), PSLD and
+LatentDAPS (latent priors). Each is its settings and its ``step(ctx, i, x) -> (x_next, x0_hat)``; ``run_chain``
 (``ChainSolver.restore``) runs the steps for all of them.
 """
 
@@ -32,7 +32,6 @@ __all__ = [
     "DPS",
     "PAG",
     "PSLD",
-    "REDDiff",
     "SOLVERS",
     "SPACES",
     "Allowed",
@@ -43,6 +42,7 @@ __all__ = [
     "LatentDAPS",
     "NoisePrediction",
     "NoisePredictor",
+    "REDDiff",
     "Solver",
     "SolverOption",
     "SolverSpec",

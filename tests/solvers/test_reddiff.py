@@ -121,9 +121,9 @@ def test_chain_equals_the_official_loop(prior64, images, task, pag_scale, sigma_
 def test_stationary_point_on_a_gaussian_prior(matrix_operator):
     """Gaussian prior N(m, S), a schedule held at one noise level abar = a, linear weighting.
 
-    With x_t = sqrt(a) mu + sqrt(1 - a) eps the exact eps_pred is sqrt(1 - a) C^-1 (x_t - sqrt(a) m), C = a S + (1 - a) I,
-    so E_eps[eps_pred - eps] = sqrt(a (1 - a)) C^-1 (mu - m). The per-image loss's gradient in mu is then, in
-    expectation (d pixels, p measurements, w = lambda sqrt(1 - a) / sqrt(a)):
+    With x_t = sqrt(a) mu + sqrt(1 - a) eps the exact eps_pred is sqrt(1 - a) C^-1 (x_t - sqrt(a) m) with
+    C = a S + (1 - a) I, so E_eps[eps_pred - eps] = sqrt(a (1 - a)) C^-1 (mu - m). The per-image loss's gradient in
+    mu is then, in expectation (d pixels, p measurements, w = lambda sqrt(1 - a) / sqrt(a)):
 
         (v / p) A^T (A mu - y) + (w / d) sqrt(a (1 - a)) C^-1 (mu - m)
       = (v / p) A^T (A mu - y) + (lambda (1 - a) / d) C^-1 (mu - m),
