@@ -1,5 +1,6 @@
 """Golden outputs: every registered solver, with and without PAG, on both shipped tiny priors, reproduces the outputs
-stored before the core was refactored (``python tests/solvers/test_golden.py --write`` makes them).
+stored before the core was refactored (``python tests/solvers/test_golden.py --write`` makes them;
+``--add`` computes only the keys the file lacks, a new solver's, and leaves every stored entry as it is).
 
 Tolerance: 1e-9 absolute on values of order 1, in float64. A refactor that keeps the equations but reorders
 arithmetic (a sum split differently, a factor applied before instead of after a product) moves results by a few
@@ -60,6 +61,7 @@ CASES: dict[str, Case] = {
         3,
         {"ode_steps": 2},
     ),
+    "reddiff": Case("reddiff", "tiny_adm", {"lam": 0.25, "lr": 0.1}, 4),
 }
 
 
@@ -142,6 +144,25 @@ def write() -> None:
     print(f"wrote {GOLDEN_FILE} ({GOLDEN_FILE.stat().st_size / 1e6:.2f} MB)")
 
 
+def add() -> None:
+    """Compute and store only the cases whose keys the file lacks (a newly registered solver); the stored tensors are
+    written back unchanged (checked after writing)."""
+    from safetensors.torch import load_file, save_file
+
+    stored = load_file(GOLDEN_FILE)
+    tensors = dict(stored)
+    for solver, task, pag in case_names():
+        if all(key(solver, task, pag, what) in stored for what in ("recon", "x_t", "x0_hat")):
+            continue
+        for what, value in run_case(CASES[solver], task, pag).items():
+            tensors[key(solver, task, pag, what)] = value.contiguous()
+        print(solver, task, "pag" if pag else "no pag", "added", flush=True)
+    save_file(tensors, GOLDEN_FILE)
+    rewritten = load_file(GOLDEN_FILE)
+    assert all(torch.equal(rewritten[k], v) and rewritten[k].dtype == v.dtype for k, v in stored.items())
+    print(f"added {len(tensors) - len(stored)} entries to {GOLDEN_FILE} ({len(stored)} unchanged)")
+
+
 ATOL = 1e-9
 
 
@@ -177,3 +198,5 @@ def test_golden_output(solver, task, pag):
 
 if __name__ == "__main__" and "--write" in sys.argv:
     write()
+elif __name__ == "__main__" and "--add" in sys.argv:
+    add()
