@@ -215,9 +215,15 @@ def test_init_and_nonlinear_operators(prior64, images):
         return seen[init]
 
     torch.testing.assert_close(first("auto"), op.observed_mask * y, rtol=0, atol=0)  # A^+ y = m y
+    assert torch.equal(first("measurement"), y)
     assert torch.equal(first("zeros"), torch.zeros_like(y))
     x_T = torch.randn((3, 32, 32), generator=torch.Generator().manual_seed(3)).double()
     torch.testing.assert_close(first("x_T")[0], x_T, rtol=0, atol=0)
+
+    blur = make_operator("gaussian_blur", kernel_size=9, sigma=1.0).double()
+    sr = make_op("super_resolution")
+    assert REDDiff(prior64, blur, progress=False).resolved_init(y, y) == "measurement"  # not the noisy A^+ y
+    assert REDDiff(prior64, sr, progress=False).resolved_init(sr(y), y) == "pinv"  # the official SR start
 
     square = Square().double()
     with pytest.raises(ValueError, match="init='pinv' needs a linear operator"):
