@@ -16,7 +16,7 @@ import runner
 from runner import CONF_DIR, PRIORS, PriorFamily, SetupError
 from runner.data import path_variable
 from runner.priors import prior_needs
-from solvers import DAPS, DPS, PSLD, SOLVERS, Allowed, DiffPIR, LatentDAPS, SolverSpec
+from solvers import DAPS, DPS, PSLD, SOLVERS, Allowed, DiffPIR, LatentDAPS, REDDiff, SolverSpec
 from solvers.registry import constructor_options
 
 #: each shipped solver's options as the constructors list them (written out by hand from solvers/*.py)
@@ -113,7 +113,7 @@ def test_option_types_from_annotations_and_hooks():
 
 
 def test_the_shipped_classes_are_registered():
-    assert [SOLVERS[n].cls for n in SHIPPED_OPTIONS] == [DPS, DiffPIR, PSLD, DAPS, LatentDAPS]
+    assert [SOLVERS[n].cls for n in SHIPPED_OPTIONS] == [DPS, DiffPIR, PSLD, DAPS, LatentDAPS, REDDiff]
 
 
 @pytest.mark.parametrize(
