@@ -1,9 +1,9 @@
 """Posterior samplers over diffusion priors, with Perturbed-Attention Guidance, declared in one registry.
 
 ``SOLVERS`` maps a solver's name to its ``SolverSpec`` (class, prior space, step-size names, step-table section;
-its options, ``SolverOption``, read from the constructor): DPS, DiffPIR, DAPS, DDNM and PiGDM (pixel priors), PSLD
-and LatentDAPS (latent priors). Each is its settings and its ``step(ctx, i, x) -> (x_next, x0_hat)``; ``run_chain``
-(``ChainSolver.restore``) runs the steps for all of them.
+its options, ``SolverOption``, read from the constructor): DPS, DiffPIR, DAPS, DDNM, PiGDM and RED-diff (pixel
+priors), PSLD and LatentDAPS (latent priors). Each is its settings and its ``step(ctx, i, x) -> (x_next, x0_hat)``;
+``run_chain`` (``ChainSolver.restore``) runs the steps for all of them.
 """
 
 from .chain import ChainSolver, DivergenceError, StepContext, StepInfo, run_chain
@@ -15,6 +15,7 @@ from .guidance import PAG, NoisePrediction, NoisePredictor
 from .pigdm import PiGDM
 from .proximal import DataProximal, data_prox
 from .psld import PSLD
+from .reddiff import REDDiff
 from .registry import (
     SOLVERS,
     SPACES,
@@ -47,6 +48,7 @@ __all__ = [
     "NoisePrediction",
     "NoisePredictor",
     "PiGDM",
+    "REDDiff",
     "Solver",
     "SolverOption",
     "SolverSpec",

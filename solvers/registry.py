@@ -34,6 +34,7 @@ from .dps import DPS
 from .guidance import PAG
 from .pigdm import PiGDM
 from .psld import PSLD
+from .reddiff import REDDiff
 
 Space = Literal["pixel", "latent"]
 SPACES: tuple[Space, ...] = ("pixel", "latent")
@@ -330,6 +331,16 @@ SOLVERS: Mapping[str, SolverSpec] = {
             "ode_steps": Allowed(low=1),
             "mc_algo": Allowed(choices=MC_ALGOS),
             "cfg_scale": Allowed(low=0),
+        },
+    ),
+    "reddiff": SolverSpec(
+        cls=REDDiff,
+        space="pixel",
+        params=("lam", "lr"),
+        table="reddiff",
+        constraints={
+            "obs_weight": Allowed(low=0),
+            "sigma_x0": Allowed(low=0),
         },
     ),
 }

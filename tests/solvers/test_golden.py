@@ -63,6 +63,7 @@ CASES: dict[str, Case] = {
         3,
         {"ode_steps": 2},
     ),
+    "reddiff": Case("reddiff", "tiny_adm", {"lam": 0.25, "lr": 0.1}, 4),
 }
 
 
