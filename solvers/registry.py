@@ -88,6 +88,8 @@ class SolverSpec:
     needs: what its step asks of the operator, in ``operators.CAPABILITIES``' words (``differentiable``: A(x) under
     autograd; ``linear``: the exact adjoint / ``transpose``; ``pinv``; ``prox_l2``), checked against
     ``Operator.capabilities`` before a run (``fit_error``; table in docs/solvers.md).
+    uses_if_offered: what its step also uses when the operator offers it, never refused for (RED-diff's start A^+ y,
+        zeros for a nonlinear operator).
     reference_resample: how the solver's reference code resizes the data to the prior's size, applied with
     ``solver.reference=true`` (``bicubic``, ours otherwise, or ``nearest``).
     """
@@ -99,13 +101,15 @@ class SolverSpec:
     constraints: Mapping[str, Allowed] = field(default_factory=dict, hash=False)
     bare_step: BareStep | None = None
     needs: frozenset[str] = frozenset({"differentiable"})
+    uses_if_offered: frozenset[str] = frozenset()
     reference_resample: Resample = "bicubic"
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
-        if not self.needs <= set(CAPABILITIES):
-            raise ValueError(f"needs {sorted(self.needs - set(CAPABILITIES))}: not in {CAPABILITIES}")
+        for what, words in (("needs", self.needs), ("uses_if_offered", self.uses_if_offered)):
+            if not words <= set(CAPABILITIES):
+                raise ValueError(f"{what} {sorted(words - set(CAPABILITIES))}: not in {CAPABILITIES}")
         if self.reference_resample not in typing.get_args(Resample):
             raise ValueError(f"reference_resample must be one of {typing.get_args(Resample)}")
         unknown = sorted(set(self.constraints) - set(self.option_specs))
@@ -305,7 +309,7 @@ SOLVERS: Mapping[str, SolverSpec] = {
             "pinv_max_iter": Allowed(low=1),
             "pinv_tol": Allowed(low=0),
         },
-        needs=frozenset({"linear", "pinv"}),  # x0_y = A^+ y + (I - A^+ A) x0_hat
+        needs=frozenset({"pinv"}),  # x0_y = A^+ y + (I - A^+ A) x0_hat (A itself applied without gradient)
     ),
     "pigdm": SolverSpec(
         cls=PiGDM,
@@ -318,7 +322,8 @@ SOLVERS: Mapping[str, SolverSpec] = {
             "solve_max_iter": Allowed(low=1),
             "solve_tol": Allowed(low=0),
         },
-        needs=frozenset({"differentiable", "linear", "pinv"}),  # A^+, and (r^2 A A^T + s^2 I)^-1 when noisy
+        # noisy: (r^2 A A^T + s^2 I)^-1 through A and A^T; noiseless: A^+ (every linear operator offers one)
+        needs=frozenset({"linear"}),
     ),
     # the official SD settings vary the MCMC per task (steps, step size, its decay, HMC momentum)
     "latent_daps": SolverSpec(
@@ -342,6 +347,7 @@ SOLVERS: Mapping[str, SolverSpec] = {
             "obs_weight": Allowed(low=0),
             "sigma_x0": Allowed(low=0),
         },
+        uses_if_offered=frozenset({"pinv"}),  # init=auto: mu_0 = A^+ y (the official start), zeros when nonlinear
     ),
 }
 
