@@ -174,6 +174,8 @@ def resolve_operator(spec: str) -> Any:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as again:
+            if again.name != module_name.split(".")[0]:
+                raise  # found in the working directory, but it imports something missing: that error says what
             raise not_found(again) from again
         finally:
             sys.path.remove(cwd)

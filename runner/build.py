@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from operators import OPERATORS, Operator, make_operator
+from operators import OPERATORS, Operator, as_noise_model, load_operator, make_operator, resolve_operator
 from priors import DiffusionPrior
 from solvers import SOLVERS, Solver, fit_error
 
@@ -78,10 +78,18 @@ def build_operator(
     """The task's operator at working resolution ``size``; random parameters (masks, kernels) are drawn from
     ``generators`` (one per image). ``generators=None`` is for a start-up check with a throwaway draw.
     ``reference``: the reference code's settings at this size (``solver.reference=true``, ``operator_params``)."""
+    if task_cfg.get("operator") is None:
+        raise SetupError(
+            f"task={task_cfg.name} needs task.operator=<module>:<name> (an Operator subclass, a function returning "
+            "one, or an Operator), e.g. task.operator=my_ops:Subsample +task.kwargs.factor=2 (docs/operators.md)"
+        )
     name = str(task_cfg.operator)
+    if ":" in name:
+        return build_custom_operator(task_cfg, name, size, generators)
     if name not in OPERATORS:
         raise SetupError(
-            f"task={task_cfg.name}: unknown operator {name!r}; valid operators: {', '.join(sorted(OPERATORS))}; "
+            f"task={task_cfg.name}: unknown operator {name!r}; valid operators: {', '.join(sorted(OPERATORS))}, "
+            "or your own as <module>:<name> (task=custom, docs/operators.md); "
             f"valid tasks: {', '.join(group_options('task'))}"
         )
     params: dict[str, Any] = operator_params(task_cfg, size, reference)
@@ -97,6 +105,43 @@ def build_operator(
         return make_operator(name, **params)
     except (TypeError, ValueError) as exc:
         raise SetupError(f"task={task_cfg.name} at {size} px: {exc} (operator settings: {params})") from exc
+
+
+def build_custom_operator(
+    task_cfg: DictConfig, spec: str, size: int, generators: list[torch.Generator] | None
+) -> Operator:
+    """A user's operator ``task.operator=<module>:<name>`` (``operators.load_operator``) with ``task.kwargs``, plus
+    ``image_size`` / ``generator`` when its signature takes them (as for registered operators); the task's
+    ``noise`` replaces the operator's own unless ``task.kwargs`` sets ``noise``."""
+    kwargs = task_cfg.get("kwargs")
+    given: dict[str, Any] = OmegaConf.to_container(kwargs, resolve=True) if kwargs else {}
+    params = dict(given)
+    try:
+        target = resolve_operator(spec)
+    except ImportError as exc:  # the module exists but does not import (ModuleNotFoundError of what it imports too)
+        raise SetupError(f"task.operator={spec}: importing it failed: {type(exc).__name__}: {exc}") from exc
+    except ValueError as exc:  # malformed spec, no such module, no such attribute: the message names the spec
+        raise SetupError(f"task.operator: {exc}") from exc
+    except Exception as exc:  # an error raised while the module runs
+        raise SetupError(f"task.operator={spec}: importing it failed: {type(exc).__name__}: {exc}") from exc
+    noise = task_cfg.get("noise")
+    if callable(target) and not isinstance(target, Operator):
+        try:
+            accepted = inspect.signature(target).parameters
+        except (TypeError, ValueError):
+            accepted = {}
+        if "image_size" in accepted:
+            params.setdefault("image_size", size)
+        if "generator" in accepted:
+            params.setdefault("generator", generators if generators is not None else [torch.Generator().manual_seed(0)])
+    try:
+        operator = load_operator(spec, **params)
+    except (TypeError, ValueError) as exc:
+        with_kwargs = f" with task.kwargs {given}" if given else ""
+        raise SetupError(f"task.operator={spec}{with_kwargs}: {exc}") from exc
+    if noise is not None and "noise" not in given:
+        operator.noise = as_noise_model(OmegaConf.to_container(noise, resolve=True))
+    return operator
 
 
 def check_operator(

@@ -34,7 +34,7 @@ from .build import (
     select_device,
     select_dtype,
 )
-from .config import Settings, operator_params, resolve_settings
+from .config import Settings, check_compatible, operator_params, resolve_settings
 from .data import DataSet, Sample, build_dataset
 from .errors import Interrupted, SetupError
 from .identity import experiment_identity, task_as_run, task_folder
@@ -141,12 +141,14 @@ def plan(cfg: DictConfig, fetch: bool = True) -> Plan:
     """Validate every setting, resolve the step sizes, list the data; ``SetupError`` for anything wrong.
     ``fetch=False`` (a dry run): a Hub data set that is not cached is listed as pending, not downloaded."""
     validate(cfg)
-    settings = resolve_settings(cfg)
+    solver = check_compatible(cfg)
     device, dtype = select_device(str(cfg.device)), select_dtype(str(cfg.dtype))
     size = int(cfg.prior.image_size)
     reference = bool(cfg.solver.get("reference", False))
     operator, measurement_shape = check_operator(cfg.task, size, device, dtype, reference)
-    check_solver_fits(settings.solver, operator, str(cfg.task.name))
+    # before the step sizes: an incompatible pair is told so (and who can), not asked for step sizes it has no row of
+    check_solver_fits(solver, operator, str(cfg.task.name))
+    settings = resolve_settings(cfg)
     recon_kind = scored_recon(cfg, operator.observed_mask is not None, reference)
     metrics_size = None if cfg.metrics.size is None else int(cfg.metrics.size)
     resample = SOLVERS[settings.solver].reference_resample if reference else "bicubic"  # PSLD_PAG's: nearest
