@@ -28,3 +28,17 @@ class MatrixOperator(Operator):
 def matrix_operator():
     """``matrix_operator(A, noise_sigma, shape)``: a ``MatrixOperator``."""
     return MatrixOperator
+
+
+# The random float64 ADM and images of the DDNM and PiGDM loop tests (a test module may define its own).
+@pytest.fixture(scope="module")
+def prior():
+    from priors.adm import ADMPrior
+
+    net = ADMPrior.from_preset("test", init="random", generator=torch.Generator().manual_seed(0)).eval()
+    return net.to(torch.float64)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return (torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1).double()

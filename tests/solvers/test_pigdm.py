@@ -9,22 +9,10 @@ import torch
 from operators import make_operator
 from operators.random import generators_from_seeds, randn
 from priors import GaussianPrior, linear_operator_matrix, perturbed_self_attention
-from priors.adm import ADMPrior
 from solvers import PAG, PiGDM, sample
 
 LAYERS = ("input_blocks.3.1", "middle_block.1")
 SHAPE, D = (1, 8, 8), 64
-
-
-@pytest.fixture(scope="module")
-def prior():
-    net = ADMPrior.from_preset("test", init="random", generator=torch.Generator().manual_seed(0)).eval()
-    return net.to(torch.float64)
-
-
-@pytest.fixture(scope="module")
-def images():
-    return (torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1).double()
 
 
 def box(sigma=0.0, seeds=(0, 1, 2)):
