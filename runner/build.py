@@ -15,7 +15,7 @@ from operators import OPERATORS, Operator, as_noise_model, load_operator, make_o
 from priors import DiffusionPrior
 from solvers import SOLVERS, Solver, fit_error
 
-from .config import Settings, group_options, operator_params
+from .config import Settings, group_options, operator_params, task_noise
 from .errors import SetupError
 from .priors import build_prior as build_prior
 from .priors import prior_needs
@@ -73,11 +73,16 @@ def check_pag_layers(prior: DiffusionPrior, settings: Settings) -> None:
 
 # -- operators ------------------------------------------------------------------------------------------------
 def build_operator(
-    task_cfg: DictConfig, size: int, generators: list[torch.Generator] | None, reference: bool = False
+    task_cfg: DictConfig,
+    size: int,
+    generators: list[torch.Generator] | None,
+    reference: bool = False,
+    solver: str | None = None,
 ) -> Operator:
     """The task's operator at working resolution ``size``; random parameters (masks, kernels) are drawn from
     ``generators`` (one per image). ``generators=None`` is for a start-up check with a throwaway draw.
-    ``reference``: the reference code's settings at this size (``solver.reference=true``, ``operator_params``)."""
+    ``reference``: the reference code's settings at this size (``solver.reference=true``), those of ``solver``'s
+    reference code included (``SolverSpec.reference_tasks``: ``operator_params``, ``task_noise``)."""
     if task_cfg.get("operator") is None:
         raise SetupError(
             f"task={task_cfg.name} needs task.operator=<module>:<name> (an Operator subclass, a function returning "
@@ -92,15 +97,15 @@ def build_operator(
             "or your own as <module>:<name> (task=custom, docs/operators.md); "
             f"valid tasks: {', '.join(group_options('task'))}"
         )
-    params: dict[str, Any] = operator_params(task_cfg, size, reference)
+    params: dict[str, Any] = operator_params(task_cfg, size, reference, solver)
     accepted = inspect.signature(OPERATORS[name].__init__).parameters
     if "image_size" in accepted:
         params["image_size"] = size
     if "generator" in accepted:
         params["generator"] = generators if generators is not None else [torch.Generator().manual_seed(0)]
-    noise = task_cfg.get("noise")
+    noise = task_noise(task_cfg, reference, solver)
     if noise is not None:
-        params["noise"] = OmegaConf.to_container(noise, resolve=True)
+        params["noise"] = noise
     try:
         return make_operator(name, **params)
     except (TypeError, ValueError) as exc:
@@ -145,11 +150,16 @@ def build_custom_operator(
 
 
 def check_operator(
-    task_cfg: DictConfig, size: int, device: torch.device, dtype: torch.dtype, reference: bool = False
+    task_cfg: DictConfig,
+    size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    reference: bool = False,
+    solver: str | None = None,
 ) -> tuple[Operator, tuple[int, ...]]:
     """Build the operator once and apply it to a zero image: sizes that do not fit fail here, at start-up.
     Returns the operator and the measurement's (H, W)."""
-    operator = build_operator(task_cfg, size, None, reference)
+    operator = build_operator(task_cfg, size, None, reference, solver)
     try:
         y = operator.to(device)(torch.zeros(1, 3, size, size, device=device, dtype=dtype))
     except (TypeError, ValueError) as exc:

@@ -259,8 +259,13 @@ def resolve_settings(cfg: DictConfig) -> Settings:
             key = f"{param}_pag" if pag_on else param
             step_sizes[param], sources[param] = float(lookup(key)), f"{where}.tasks.{task}.{key}"
 
+    reference_steps = None
+    if bool(cfg.solver.get("reference", False)):
+        reference_steps = SOLVERS[solver].reference_task(task).num_steps
     if cfg.solver.get("num_steps") is not None:
         num_steps, sources["num_steps"] = int(cfg.solver.num_steps), "solver.num_steps"
+    elif reference_steps is not None:  # the reference code's, with solver.reference=true (SolverSpec.reference_tasks)
+        num_steps, sources["num_steps"] = int(reference_steps), f"solver.reference ({solver}'s reference code)"
     else:
         num_steps, sources["num_steps"] = int(lookup("num_steps")), f"{where}.num_steps"
 
@@ -300,17 +305,37 @@ def _interval(value: Any) -> tuple[float, float] | None:
 
 
 # -- operators ------------------------------------------------------------------------------------------------
-def operator_params(task_cfg: DictConfig, size: int, reference: bool = False) -> dict[str, Any]:
+def operator_params(
+    task_cfg: DictConfig, size: int, reference: bool = False, solver: str | None = None
+) -> dict[str, Any]:
     """The task's operator keyword arguments at working resolution ``size``: ``params`` updated with
     ``resolutions["<size>"]`` when present (tasks are defined at 256 px), then, with ``reference`` (the solver's
-    reproduction switch), with ``reference_resolutions["<size>"]`` (what the reference code runs at that size)."""
+    reproduction switch), with ``reference_resolutions["<size>"]`` (what the reference code runs at that size) and
+    the registered ``solver``'s reference settings for this task (``SolverSpec.reference_tasks``: its ``params``
+    replace, its ``fill`` sets what the task leaves null). Arguments still null are left out (the operator's own
+    default applies)."""
     params = OmegaConf.to_container(task_cfg.params, resolve=True) if task_cfg.get("params") else {}
     tables = ("resolutions", "reference_resolutions") if reference else ("resolutions",)
     for table in tables:
         override = (task_cfg.get(table) or {}).get(str(size))
         if override:
             params.update(OmegaConf.to_container(override, resolve=True))
-    return params
+    if reference and solver in SOLVERS:
+        ref = SOLVERS[solver].reference_task(str(task_cfg.get("name")))
+        params.update({k: v for k, v in ref.fill.items() if params.get(k) is None})
+        params.update(ref.params)
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def task_noise(task_cfg: DictConfig, reference: bool = False, solver: str | None = None) -> dict[str, Any] | None:
+    """The task's measurement noise (``task.noise``), replaced with ``reference`` by the registered ``solver``'s
+    reference noise for this task where it declares one (``ReferenceTask.noise_sigma``: Gaussian, std on [-1, 1])."""
+    if reference and solver in SOLVERS:
+        sigma = SOLVERS[solver].reference_task(str(task_cfg.get("name"))).noise_sigma
+        if sigma is not None:
+            return {"name": "gaussian", "sigma": float(sigma)}
+    noise = task_cfg.get("noise")
+    return None if noise is None else OmegaConf.to_container(noise, resolve=True)
 
 
 register_auto_solver()

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from solvers import SOLVERS
 
-from .config import CONF_DIR, Settings, operator_params, resolve_settings
+from .config import CONF_DIR, Settings, operator_params, resolve_settings, task_noise
 
 #: keys of the data config that choose *which* images run, not what their results are
 DATA_SELECTION_KEYS = ("limit", "shard", "num_shards")
@@ -32,11 +32,13 @@ def _container(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def task_as_run(task_cfg: DictConfig, size: int, reference: bool = False) -> dict[str, Any]:
-    """The task config with ``params`` as used at working resolution ``size`` (``resolutions`` merged in, and
-    ``reference_resolutions`` under the solver's reproduction switch)."""
+def task_as_run(task_cfg: DictConfig, size: int, reference: bool = False, solver: str | None = None) -> dict[str, Any]:
+    """The task config with ``params`` and ``noise`` as used at working resolution ``size`` (``resolutions`` merged
+    in; under the solver's reproduction switch ``reference_resolutions`` and ``solver``'s reference task settings)."""
     task = {k: v for k, v in _container(task_cfg).items() if k not in ("resolutions", "reference_resolutions")}
-    task["params"] = operator_params(task_cfg, size, reference)
+    task["params"] = operator_params(task_cfg, size, reference, solver)
+    if "noise" in task:
+        task["noise"] = task_noise(task_cfg, reference, solver)
     return task
 
 
@@ -48,7 +50,9 @@ def experiment_identity(cfg: DictConfig, settings: Settings, size: int) -> dict[
     effective = {k: v for k, v in settings.to_dict().items() if k != "sources"}
     metrics = cfg.metrics
     return {
-        "task": task_as_run(cfg.task, size, bool(OmegaConf.select(cfg, "solver.reference", default=False))),
+        "task": task_as_run(
+            cfg.task, size, bool(OmegaConf.select(cfg, "solver.reference", default=False)), settings.solver
+        ),
         "prior": {k: v for k, v in _container(cfg.prior).items() if k not in PRIOR_PRESENTATION_KEYS},
         "solver": solver,
         "settings": effective,

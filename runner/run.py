@@ -145,7 +145,7 @@ def plan(cfg: DictConfig, fetch: bool = True) -> Plan:
     device, dtype = select_device(str(cfg.device)), select_dtype(str(cfg.dtype))
     size = int(cfg.prior.image_size)
     reference = bool(cfg.solver.get("reference", False))
-    operator, measurement_shape = check_operator(cfg.task, size, device, dtype, reference)
+    operator, measurement_shape = check_operator(cfg.task, size, device, dtype, reference, solver)
     # before the step sizes: an incompatible pair is told so (and who can), not asked for step sizes it has no row of
     check_solver_fits(solver, operator, str(cfg.task.name))
     settings = resolve_settings(cfg)
@@ -225,7 +225,8 @@ class Experiment:
         ``DivergenceError``."""
         cfg = self.cfg
         streams = image_streams(int(cfg.seed), [s.index for s in samples])
-        operator = build_operator(cfg.task, self.size, streams.operator, self.reference).to(self.device)
+        operator = build_operator(cfg.task, self.size, streams.operator, self.reference, self.settings.solver)
+        operator = operator.to(self.device)
         x = labels.to(self.device, self.dtype)
         y = operator.measure(x, streams.noise)
         solver = build_solver(self.settings, cfg.solver, self.prior, operator, progress=False)  # the run's bar
@@ -361,7 +362,7 @@ def summarize(
     config = OmegaConf.to_container(exp.cfg, resolve=True)
     config.pop("hydra", None)
     # the operator settings that ran, at the working size
-    config["task"] = task_as_run(exp.cfg.task, exp.size, exp.reference)
+    config["task"] = task_as_run(exp.cfg.task, exp.size, exp.reference, exp.settings.solver)
     return {
         "task": str(exp.cfg.task.name),
         "folder": str(exp.folder.root),
@@ -464,7 +465,7 @@ def dry_run(cfg: DictConfig) -> str:
     else:
         line("pag.scale", f"{st.pag.scale:g}", src["pag.scale"])
         line("pag.layers", ",".join(st.pag.layers), src["pag.layers"])
-    params = operator_params(cfg.task, p.size, p.reference)
+    params = operator_params(cfg.task, p.size, p.reference, p.settings.solver)
     line(f"task params at {p.size} px", params, f"conf/task/{cfg.task.name}.yaml")
     line("seed", cfg.seed, "seed")
     line("device / dtype", f"{p.device} / {cfg.dtype}", "device, dtype")

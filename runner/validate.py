@@ -205,8 +205,8 @@ def validate(cfg: DictConfig) -> None:
         if not check(value):
             raise SetupError(f"{key}={_show(value)}: {allowed}")
     reference = OmegaConf.select(cfg, "solver.reference", default=False)
-    if reference and name in SOLVERS and "reference" not in SOLVERS[name].options:
-        with_switch = ", ".join(n for n, spec in SOLVERS.items() if "reference" in spec.options)
+    if reference and name in SOLVERS and not SOLVERS[name].has_reference_mode:
+        with_switch = ", ".join(n for n, spec in SOLVERS.items() if spec.has_reference_mode)
         raise SetupError(
             f"solver.reference=true: solver={name} has no reference mode (it reproduces no published code's "
             f"quirks); solvers with one: {with_switch}"

@@ -82,6 +82,8 @@ class DAPS(ChainSolver):
             ode_sigma_min, both poly-rho).
         mc_algo: "langevin" (pixel default) or "hmc" (damped HMC, ``momentum``; the official latent setting).
         grad_clip: clamp the data gradient elementwise to [-c, c] before dividing by tau^2 (None: off).
+        reference: start as the official sampler (``sampler.py``: x_T = sigma_max z, z ~ N(0, I), here sigma_0 z at
+            the first level of our grid), not at sqrt(1 + sigma_0^2) z, the VP start N(0, I) in EDM scaling.
         pag: Perturbed-Attention Guidance (where it enters: module doc), or None.
         cond: class labels for class-conditional ADMs.
         progress: show a tqdm bar over the annealing steps.
@@ -106,6 +108,7 @@ class DAPS(ChainSolver):
     mc_algo: str = "langevin"
     momentum: float = 0.9
     grad_clip: float | None = None
+    reference: bool = False
     pag: PAG | None = None
     cond: object | None = field(default=None, repr=False)
     progress: bool = True
@@ -132,8 +135,9 @@ class DAPS(ChainSolver):
             raise ValueError("DAPS runs on pixel-space priors; use LatentDAPS (solver latent_daps) for latent priors")
 
     def start(self, x_T: Tensor) -> Tensor:
-        """x_T ~ N(0, I) is the VP start; x_T sqrt(1 + sigma_0^2) is the same point in EDM scaling."""
-        return x_T * math.sqrt(1 + self.sigmas[0] ** 2)
+        """x_T ~ N(0, I) is the VP start; x_T sqrt(1 + sigma_0^2) is the same point in EDM scaling. ``reference``:
+        sigma_0 x_T, the official sampler's start (its N(0, sigma_max^2 I) prior without the data's unit variance)."""
+        return x_T * (self.sigmas[0] if self.reference else math.sqrt(1 + self.sigmas[0] ** 2))
 
     # -- the three parts of one annealing step ----------------------------------------------------------------------
     def ode_timesteps(self, i: int) -> list[int]:

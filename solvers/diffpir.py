@@ -11,8 +11,10 @@ Per step from t_i to t_{i+1} (paper Algorithm 1; official code yuanzhi-zhu/DiffP
 
 Where PAG enters. As in DPS + PAG (PSLD_PAG, PAG paper App. 0.A.3 / 0.C.1), the data term sees the *unguided*
 prediction: the proximal anchor is x0_hat from eps. The guided prediction moves the sampler's step: the shift
-x0_guided - x0_hat = -sigma_t (eps_guided - eps) is added after the data step, so the re-noising direction is
-eps_hat + (eps_guided - eps). ``PAG(x0_from="guided")`` is the other choice: the anchor itself comes from
+x0_guided - x0_hat (both clamped to [-1, 1] with ``clip_x0``) is added after the data step. Where neither estimate
+is clipped (and always with ``clip_x0=False``) the shift is -sigma_t (eps_guided - eps), sigma_t^2 = (1 - abar_t) /
+abar_t, and the re-noising direction is eps_hat + (eps_guided - eps); where one of them is clipped the shift is
+the difference of the clamped values, smaller in magnitude, and so is PAG's effect on those pixels. ``PAG(x0_from="guided")`` is the other choice: the anchor itself comes from
 eps_guided (the data step then corrects the guided estimate and nothing is added after it).
 
 Deliberate differences from the official code (each documented where it is written):

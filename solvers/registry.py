@@ -18,7 +18,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Literal
 
@@ -72,6 +72,35 @@ class SolverOption:
 
 
 @dataclass(frozen=True)
+class ReferenceTask:
+    """What a solver's reference code runs for one task, applied by the runner with ``solver.reference=true`` (and
+    only then): ``params`` replace the task's operator arguments (after ``resolutions`` / ``reference_resolutions``);
+    ``fill`` gives arguments the task leaves null (an explicit value, e.g. on the command line, wins);
+    ``noise_sigma`` replaces the measurement noise by Gaussian noise of that std on [-1, 1] (0: none);
+    ``num_steps`` replaces the step table's number of steps (``solver.num_steps`` given explicitly wins)."""
+
+    params: Mapping[str, Any] = field(default_factory=dict)
+    fill: Mapping[str, Any] = field(default_factory=dict)
+    noise_sigma: float | None = None
+    num_steps: int | None = None
+
+
+NO_REFERENCE_TASK = ReferenceTask()
+
+# The reference codes' task settings (``ReferenceTask``; docs/solvers.md "Settings against the official code").
+#: Fourier phase retrieval's convention (operators/phase_retrieval.py) of each reference code
+PHASE_RETRIEVAL_DPS = ReferenceTask(fill={"convention": "dps"})  # DPS2022 PhaseRetrievalOperator: x in [-1, 1]
+PHASE_RETRIEVAL_DAPS = ReferenceTask(fill={"convention": "daps"})  # DAPS PhaseRetrieval: (x + 1) / 2 first
+#: the learned blur's kernel code (operators/nonlinear_blur.py): DPS draws one per call, DAPS fixes one (seed 0)
+NONLINEAR_BLUR_DPS = ReferenceTask(fill={"convention": "dps"})
+NONLINEAR_BLUR_DAPS = ReferenceTask(fill={"convention": "daps"})
+#: yuanzhi-zhu/DiffPIR main_ddpir_deblur.py / main_ddpir_sisr.py: noise_level_img = 12.75 / 255 on [0, 1], added
+#: as N(0, (2 noise_level_img)^2) on [-1, 1]; main_ddpir_inpainting.py: noise_level_img = 0 and iter_num = 20
+DIFFPIR_NOISY = ReferenceTask(noise_sigma=0.1)
+DIFFPIR_INPAINT = ReferenceTask(noise_sigma=0.0, num_steps=20)
+
+
+@dataclass(frozen=True)
 class SolverSpec:
     """One registered solver.
 
@@ -92,6 +121,8 @@ class SolverSpec:
         zeros for a nonlinear operator).
     reference_resample: how the solver's reference code resizes the data to the prior's size, applied with
     ``solver.reference=true`` (``bicubic``, ours otherwise, or ``nearest``).
+    reference_tasks: task name -> the task settings of the solver's reference code (``ReferenceTask``), applied with
+    ``solver.reference=true`` (``runner.config.operator_params`` / ``task_noise`` / ``resolve_settings``).
     """
 
     cls: Callable[..., Solver]
@@ -103,6 +134,7 @@ class SolverSpec:
     needs: frozenset[str] = frozenset({"differentiable"})
     uses_if_offered: frozenset[str] = frozenset()
     reference_resample: Resample = "bicubic"
+    reference_tasks: Mapping[str, ReferenceTask] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -115,6 +147,16 @@ class SolverSpec:
         unknown = sorted(set(self.constraints) - set(self.option_specs))
         if unknown:
             raise ValueError(f"constraints on {unknown}, which are not options of {self.cls.__name__}")
+
+    @property
+    def has_reference_mode(self) -> bool:
+        """Whether ``solver.reference=true`` changes anything: a ``reference`` option of the class, or reference
+        task settings / data resizing declared here."""
+        return "reference" in self.options or bool(self.reference_tasks) or self.reference_resample != "bicubic"
+
+    def reference_task(self, task: str) -> ReferenceTask:
+        """The reference code's settings for ``task`` (empty: the task's own)."""
+        return self.reference_tasks.get(task, NO_REFERENCE_TASK)
 
     @cached_property
     def option_specs(self) -> dict[str, SolverOption]:
@@ -265,7 +307,14 @@ def prior_space(prior: Prior) -> Space:
 
 #: name -> spec. The first solver declared for a space is that space's default (``solver=auto``, ``sample``).
 SOLVERS: Mapping[str, SolverSpec] = {
-    "dps": SolverSpec(cls=DPS, space="pixel", params=("zeta",), table="dps", bare_step=dps_bare_step),
+    "dps": SolverSpec(
+        cls=DPS,
+        space="pixel",
+        params=("zeta",),
+        table="dps",
+        bare_step=dps_bare_step,
+        reference_tasks={"phase_retrieval": PHASE_RETRIEVAL_DPS, "nonlinear_deblur": NONLINEAR_BLUR_DPS},
+    ),
     "diffpir": SolverSpec(
         cls=DiffPIR,
         space="pixel",
@@ -273,6 +322,15 @@ SOLVERS: Mapping[str, SolverSpec] = {
         table="diffpir",
         constraints={"sigma_y": Allowed(low=0), "cg_max_iter": Allowed(low=1), "cg_tol": Allowed(low=0)},
         needs=frozenset({"prox_l2"}),  # its data step (eq. 13); A itself is never differentiated
+        reference_tasks={
+            "box_inpaint": DIFFPIR_INPAINT,
+            # main_ddpir_inpainting.py: mask_type random, mask_prob_range [0.5, 0.5]
+            "random_inpaint": replace(DIFFPIR_INPAINT, params={"prob_range": [0.5, 0.5]}),
+            "gaussian_deblur": DIFFPIR_NOISY,
+            "motion_deblur": DIFFPIR_NOISY,
+            "sr4": DIFFPIR_NOISY,
+            "sr8": DIFFPIR_NOISY,
+        },
     ),
     "psld": SolverSpec(
         cls=PSLD,
@@ -294,6 +352,12 @@ SOLVERS: Mapping[str, SolverSpec] = {
             "ode_steps": Allowed(low=1),
             "mcmc_steps": Allowed(low=1),
             "mc_algo": Allowed(choices=MC_ALGOS),
+        },
+        reference_tasks={
+            "phase_retrieval": PHASE_RETRIEVAL_DAPS,
+            "nonlinear_deblur": NONLINEAR_BLUR_DAPS,
+            # configs/task/inpainting_rand.yaml: mask_prob_range [0.70, 0.71]
+            "random_inpaint": ReferenceTask(params={"prob_range": [0.70, 0.71]}),
         },
     ),
     # DDNM / PiGDM need a linear operator with A^+ (``operator.pinv``; PiGDM's noisy form also ``solve_gram``)
@@ -336,6 +400,11 @@ SOLVERS: Mapping[str, SolverSpec] = {
             "ode_steps": Allowed(low=1),
             "mc_algo": Allowed(choices=MC_ALGOS),
             "cfg_scale": Allowed(low=0),
+        },
+        reference_tasks={  # the official sd / ldm rows of the same task files
+            "phase_retrieval": PHASE_RETRIEVAL_DAPS,
+            "nonlinear_deblur": NONLINEAR_BLUR_DAPS,
+            "random_inpaint": ReferenceTask(params={"prob_range": [0.70, 0.71]}),
         },
     ),
     "reddiff": SolverSpec(
