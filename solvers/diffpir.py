@@ -14,8 +14,9 @@ prediction: the proximal anchor is x0_hat from eps. The guided prediction moves 
 x0_guided - x0_hat (both clamped to [-1, 1] with ``clip_x0``) is added after the data step. Where neither estimate
 is clipped (and always with ``clip_x0=False``) the shift is -sigma_t (eps_guided - eps), sigma_t^2 = (1 - abar_t) /
 abar_t, and the re-noising direction is eps_hat + (eps_guided - eps); where one of them is clipped the shift is
-the difference of the clamped values, smaller in magnitude, and so is PAG's effect on those pixels. ``PAG(x0_from="guided")`` is the other choice: the anchor itself comes from
-eps_guided (the data step then corrects the guided estimate and nothing is added after it).
+the difference of the clamped values, smaller in magnitude, and so is PAG's effect on those pixels.
+``PAG(x0_from="guided")`` is the other choice: the anchor itself comes from eps_guided (the data step then
+corrects the guided estimate and nothing is added after it).
 
 Deliberate differences from the official code (each documented where it is written):
 - sigma_y is the measurement noise std on the [0, 1] scale (the official code's ``noise_level_img``, 12.75 / 255
