@@ -25,7 +25,7 @@ from typing import Any, Literal
 from operators import CAPABILITIES, Operator
 from priors import Prior
 
-from .bare import BareStep, dps_bare_step, psld_bare_step
+from .bare import BareStep, ddnm_bare_step, dps_bare_step, pigdm_bare_step, psld_bare_step, reddiff_bare_step
 from .chain import Solver
 from .daps import DAPS, MC_ALGOS, LatentDAPS
 from .ddnm import DDNM
@@ -373,6 +373,7 @@ SOLVERS: Mapping[str, SolverSpec] = {
             "pinv_max_iter": Allowed(low=1),
             "pinv_tol": Allowed(low=0),
         },
+        bare_step=ddnm_bare_step,
         needs=frozenset({"pinv"}),  # x0_y = A^+ y + (I - A^+ A) x0_hat (A itself applied without gradient)
     ),
     "pigdm": SolverSpec(
@@ -386,6 +387,7 @@ SOLVERS: Mapping[str, SolverSpec] = {
             "solve_max_iter": Allowed(low=1),
             "solve_tol": Allowed(low=0),
         },
+        bare_step=pigdm_bare_step,
         # noisy: (r^2 A A^T + s^2 I)^-1 through A and A^T; noiseless: A^+ (every linear operator offers one)
         needs=frozenset({"linear"}),
     ),
@@ -416,6 +418,7 @@ SOLVERS: Mapping[str, SolverSpec] = {
             "obs_weight": Allowed(low=0),
             "sigma_x0": Allowed(low=0),
         },
+        bare_step=reddiff_bare_step,
         uses_if_offered=frozenset({"pinv"}),  # init=auto: mu_0 = A^+ y (the official start), zeros when nonlinear
     ),
 }

@@ -18,10 +18,10 @@ from .bench_problem import Case, Problem, Result, cases_for
 from .passes import PassCounter
 
 
-def time_model(model: str, device: str, warmup: int, repeats: int) -> list[Result]:
-    problem = Problem(model, device)
-    cases = cases_for(model, device)
-    results = {case: Result(model, case.mode, case.lever) for case in cases}
+def time_model(model: str, device: str, warmup: int, repeats: int, solver: str | None = None) -> list[Result]:
+    problem = Problem(model, device, solver)
+    cases = cases_for(model, device, solver)
+    results = {case: Result(model, case.mode, case.lever, solver=problem.solver_name) for case in cases}
     for _ in range(warmup):
         for case in cases:
             problem.step(case)
@@ -46,11 +46,12 @@ def _status_kb(field_name: str) -> int:
     raise RuntimeError(f"{field_name} not in /proc/self/status")
 
 
-def step_costs(model: str, case: Case, device: str) -> dict[str, float]:
+def step_costs(model: str, case: Case, device: str, solver: str | None = None) -> dict[str, float]:
     """One step's peak memory in MB above the loaded model (after one warm-up step), its GFLOP (matmuls,
     convolutions and attention, forward and backward, counted by torch.utils.flop_counter: the work a case does,
-    whatever the machine's noise) and its number of aten operator calls (what a small model's step time follows)."""
-    problem = Problem(model, device)
+    whatever the machine's noise) and its number of aten operator calls (what a small model's step time follows).
+    ``solver``: whose step (default: the model's default solver)."""
+    problem = Problem(model, device, solver)
     cuda = device.startswith("cuda")
     # the loaded model: measured before the warm-up step, because a caching allocator (CUDA's, or glibc told to
     # retain) keeps the warm-up step's memory, so that the measured step would otherwise read ~0

@@ -1,6 +1,6 @@
 """What the benchmark measures: its models, its cases (ways of running PAG, memory levers) and one problem per
-model (box inpainting, one mid-chain step of the model's default solver), on random weights: the cost depends on
-the architecture, not on the values."""
+model and solver (box inpainting, one mid-chain step of the solver: the model's default one, DPS / PSLD, unless
+named), on random weights: the cost depends on the architecture, not on the values."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from operators import make_operator
 from operators.random import generators_from_seeds
 from priors.adm import ADMPrior
 from priors.sd import random_sd_prior
-from solvers import PAG, SOLVERS, NoisePredictor, SolverSpec, StepContext, default_solver
+from solvers import PAG, SOLVERS, NoisePredictor, SolverSpec, StepContext, default_solver, solvers_for
 
 ADM_MODELS = {"test_adm": ("test", ("input_blocks.3.1",)), "ffhq_adm": ("ffhq_256", ("input_blocks.9.1",))}
 SD_MODELS = {"test_sd": 32, "sd15_shaped": 256}  # image size of the PSLD problem (SD1.5-shaped: 32x32 latents)
@@ -59,6 +59,7 @@ class Result:
     peak_mb: float | None = None
     gflop: float | None = None
     ops: int | None = None  # aten operator calls per step
+    solver: str = ""  # the registered solver whose step is measured ("": the model's default, for older files)
 
     @property
     def median(self) -> float | None:
@@ -69,14 +70,29 @@ class Result:
         return [a / b for a, b in zip(self.seconds, base.seconds, strict=True)]
 
 
-def solver_spec(model: str) -> SolverSpec:
-    """The registry entry of the model's default solver (DPS for pixel priors, PSLD for latent ones)."""
-    return SOLVERS[default_solver("pixel" if model in ADM_MODELS else "latent")]
+def model_space(model: str) -> str:
+    return "pixel" if model in ADM_MODELS else "latent"
 
 
-def cases_for(model: str, device: str = "cpu") -> list[Case]:
+def model_solver(model: str, solver: str | None = None) -> str:
+    """``solver`` (checked: registered, and for the model's prior space) or the model's default solver (DPS for
+    pixel priors, PSLD for latent ones)."""
+    space = model_space(model)
+    if solver is None:
+        return default_solver(space)
+    if solver not in SOLVERS or SOLVERS[solver].space != space:
+        raise ValueError(f"solver {solver!r} does not run on {model} ({space} priors): {solvers_for(space)}")
+    return solver
+
+
+def solver_spec(model: str, solver: str | None = None) -> SolverSpec:
+    """The registry entry of ``solver`` (default: the model's default solver)."""
+    return SOLVERS[model_solver(model, solver)]
+
+
+def cases_for(model: str, device: str = "cpu", solver: str | None = None) -> list[Case]:
     # the bare baseline where the solver declares one (SolverSpec.bare_step)
-    bare = ["bare"] if solver_spec(model).bare_step is not None else []
+    bare = ["bare"] if solver_spec(model, solver).bare_step is not None else []
     cases = [Case(m) for m in (*bare, "none", "naive", "no_grad", "prefix", "shared")]
     if model in SD_MODELS:
         cases += [Case("cfg+pag"), Case("none", "checkpointing")]
@@ -124,10 +140,12 @@ def sd15_shaped_prior(image_size: int, seed: int):
 
 
 class Problem:
-    """One model, one box-inpainting measurement, one mid-chain step; ``step(case)`` runs that case's step."""
+    """One model, one box-inpainting measurement, one mid-chain step of ``solver`` (default: the model's default
+    solver); ``step(case)`` runs that case's step."""
 
-    def __init__(self, model: str, device: str):
+    def __init__(self, model: str, device: str, solver: str | None = None):
         self.model, self.device = model, device
+        self.solver_name = model_solver(model, solver)
         self.latent = model not in ADM_MODELS
         if not self.latent:
             preset, self.layers = ADM_MODELS[model]
@@ -137,7 +155,7 @@ class Problem:
             size = SD_MODELS[model]
             prior = random_sd_prior(seed=0, image_size=size) if model == "test_sd" else sd15_shaped_prior(size, 0)
         self.prior = prior.to(device).eval().requires_grad_(False)
-        self.spec = solver_spec(model)
+        self.spec = SOLVERS[self.solver_name]
         size = self.prior.image_size[0] if self.latent else self.prior.sample_shape[-1]
         generator = torch.Generator().manual_seed(1)
         op = make_operator("box_inpaint", image_size=size, margin=size // 16, generator=generators_from_seeds([0]))
@@ -150,8 +168,8 @@ class Problem:
         self.solvers = {}
 
     def new_solver(self, pag: PAG | None, num_steps: int):
-        # the solver's default step sizes (DPS: zeta = 1; PSLD: omega = 1, gamma = 0.1): the cost does not depend
-        # on them
+        # the solver's default step sizes (DPS: zeta = 1; PSLD: omega = 1, gamma = 0.1; ...): the cost does not
+        # depend on them
         return self.spec.cls(self.prior, self.op, num_steps=num_steps, pag=pag, progress=False)
 
     def solver(self, case: Case):

@@ -7,9 +7,12 @@
     python scripts/benchmark.py --suite real --repeats 0           # no timing: memory, FLOPs, operator calls
     python scripts/benchmark.py --table docs/results/benchmark_ffhq_adm.json   # the tables of saved results
     python scripts/benchmark.py --interval 0,500 --restore-steps 50     # PAG only for t in [0, 500]: full restorations
+    python scripts/benchmark.py --only test_adm --solvers dps,ddnm,pigdm,reddiff   # other solvers' steps
 
-For each model it times one full solver step (prior passes, sampler update, data-consistency gradient) for
-  bare      the DPS / PSLD update written directly against the network (no guidance machinery at all)
+For each model it times one full solver step (prior passes, sampler update, data-consistency gradient) of the
+model's default solver (DPS for pixel priors, PSLD for latent ones) or of each of ``--solvers`` that runs on it, for
+  bare      the solver's update written directly against the network (no guidance machinery at all;
+            ``SolverSpec.bare_step``: DPS, PSLD, DDNM, PiGDM, RED-diff)
   none      our solver with PAG off                               -> no regression when PAG is off
   naive     PAG with both passes building autograd graphs         (the PSLD_PAG reference's approach)
   no_grad   PAG with the perturbed pass under torch.no_grad
@@ -52,9 +55,11 @@ from pathlib import Path
 
 import torch
 
+from solvers import SOLVERS
+
 from ..report import markdown_table
 from .bench_costs import interval_costs, step_costs, time_model
-from .bench_problem import Case, Result, cases_for, cpuinfo
+from .bench_problem import Case, Result, cases_for, cpuinfo, model_solver, model_space
 
 # glibc returns every freed block above 32 MB to the kernel, so each new activation of a 256 px network
 # page-faults afresh; "retain" keeps freed memory in the heap, as PyTorch's CUDA caching allocator does
@@ -65,12 +70,14 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- driver -----------------------------------------------------------------------------------------------------
-def run_worker(args: argparse.Namespace, malloc: str, *worker: str) -> object:
+def run_worker(args: argparse.Namespace, malloc: str, solver: str, *worker: str) -> object:
     command = [
         sys.executable,
         "-c",
         "from runner.measure.benchmark import main; main()",
         *worker,
+        "--solvers",
+        solver,
         "--device",
         args.device,
         "--warmup",
@@ -100,13 +107,13 @@ def interval_table(rows: list[dict]) -> str:
 def table(results: list[Result]) -> str:
     """Markdown table; ``x none`` is the median of the per-round ratios to ``none``, with their range."""
     header = [
-        "model", "malloc", "case", "s/step (median)", "spread (min-max)", "x none (median)", "x none (min-max)",
-        "GFLOP/step", "x none (GFLOP)", "aten ops/step", "peak MB above model",
+        "model", "solver", "malloc", "case", "s/step (median)", "spread (min-max)", "x none (median)",
+        "x none (min-max)", "GFLOP/step", "x none (GFLOP)", "aten ops/step", "peak MB above model",
     ]  # fmt: skip
-    none = {(r.model, r.malloc): r for r in results if r.mode == "none" and not r.lever}
+    none = {(r.model, r.solver, r.malloc): r for r in results if r.mode == "none" and not r.lever}
     rows = []
     for r in results:
-        base = none[r.model, r.malloc]
+        base = none[r.model, r.solver, r.malloc]
         label = f"{r.mode}+{r.lever}" if r.lever else r.mode
         peak = "-" if r.peak_mb is None else f"{r.peak_mb:.0f}"
         gflop = "-" if r.gflop is None else f"{r.gflop:.4g}"
@@ -121,7 +128,7 @@ def table(results: list[Result]) -> str:
                 f"{statistics.median(ratios):.2f}",
                 f"{min(ratios):.2f}-{max(ratios):.2f}",
             ]
-        rows.append([r.model, r.malloc, label, *time, gflop, flop_ratio, ops, peak])
+        rows.append([r.model, r.solver, r.malloc, label, *time, gflop, flop_ratio, ops, peak])
     return markdown_table(header, rows)
 
 
@@ -129,6 +136,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", choices=["test", "real"], default="test")
     parser.add_argument("--only", default="", help="comma-separated models (test_adm, ffhq_adm, test_sd, sd15_shaped)")
+    parser.add_argument(
+        "--solvers",
+        default="",
+        help="comma-separated registered solvers, each measured on the models of its prior space (default: each "
+        "model's default solver, DPS / PSLD)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (0: only memory, FLOPs, ops)")
@@ -157,12 +170,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{path}\nmachine: {machine}\n\n{table(results)}\n")
         return
     if args.time_worker:
-        results = time_model(args.time_worker, args.device, args.warmup, args.repeats)
+        results = time_model(args.time_worker, args.device, args.warmup, args.repeats, args.solvers)
         print(json.dumps([asdict(r) for r in results]))
         return
     if args.memory_worker:
         model, mode, lever = json.loads(args.memory_worker)
-        print(json.dumps(step_costs(model, Case(mode, lever), args.device)))
+        print(json.dumps(step_costs(model, Case(mode, lever), args.device, args.solvers)))
         return
 
     models = args.only.split(",") if args.only else ["test_adm", "test_sd"]
@@ -193,26 +206,48 @@ def main(argv: list[str] | None = None) -> None:
         "warmup": args.warmup,
         "repeats": args.repeats,
     }
+    try:
+        runs = model_solvers(models, args.solvers.split(",") if args.solvers else [])
+    except ValueError as exc:
+        parser.error(str(exc))
     results: list[Result] = []
     for malloc in mallocs:
-        for model in models:
-            print(f"timing {model} (malloc {malloc}) ...", file=sys.stderr, flush=True)
+        for model, solver in runs:
+            print(f"timing {model} {solver} (malloc {malloc}) ...", file=sys.stderr, flush=True)
             if args.repeats:
-                model_results = [Result(**r) for r in run_worker(args, malloc, "--time-worker", model)]
+                model_results = [Result(**r) for r in run_worker(args, malloc, solver, "--time-worker", model)]
             else:  # costs only
-                model_results = [Result(model, c.mode, c.lever) for c in cases_for(model, args.device)]
+                cases = cases_for(model, args.device, solver)
+                model_results = [Result(model, c.mode, c.lever, solver=solver) for c in cases]
             for r in model_results:
                 r.malloc = malloc
             if not args.no_memory:
                 for r in model_results:
-                    print(f"  memory {model} {r.mode} {r.lever}".rstrip(), file=sys.stderr, flush=True)
-                    costs = run_worker(args, malloc, "--memory-worker", json.dumps([model, r.mode, r.lever]))
+                    print(f"  memory {model} {solver} {r.mode} {r.lever}".rstrip(), file=sys.stderr, flush=True)
+                    task = json.dumps([model, r.mode, r.lever])
+                    costs = run_worker(args, malloc, solver, "--memory-worker", task)
                     r.peak_mb, r.gflop, r.ops = costs["peak_mb"], costs["gflop"], costs["ops"]
             results += model_results
             if args.json:  # after every model: a crash or an interrupt keeps what was measured
                 write_json(args.json, machine, results)
     print(f"machine: {machine}\n")
     print(table(results))
+
+
+def model_solvers(models: list[str], solvers: list[str]) -> list[tuple[str, str]]:
+    """(model, solver) pairs to measure: each model with its default solver (``solvers`` empty), or with each of
+    ``solvers`` that runs on its prior space; ``ValueError`` for an unknown solver or a model none of them fits."""
+    if not solvers:
+        return [(m, model_solver(m)) for m in models]
+    if unknown := [s for s in solvers if s not in SOLVERS]:
+        raise ValueError(f"--solvers: unknown {unknown}; registered: {', '.join(SOLVERS)}")
+    pairs = []
+    for model in models:
+        fitting = [s for s in solvers if SOLVERS[s].space == model_space(model)]
+        if not fitting:
+            raise ValueError(f"--solvers {','.join(solvers)}: none runs on {model} ({model_space(model)} priors)")
+        pairs += [(model, s) for s in fitting]
+    return pairs
 
 
 def git_commit() -> str | None:
@@ -231,10 +266,10 @@ def cpu_name() -> str:
 
 
 def write_json(path: str, machine: dict, results: list[Result]) -> None:
-    none = {(r.model, r.malloc): r for r in results if r.mode == "none" and not r.lever}
+    none = {(r.model, r.solver, r.malloc): r for r in results if r.mode == "none" and not r.lever}
     rows = []
     for r in results:
-        ratios = r.ratios(none[r.model, r.malloc])
+        ratios = r.ratios(none[r.model, r.solver, r.malloc])
         ratio = statistics.median(ratios) if ratios else None
         rows.append(asdict(r) | {"median": r.median, "ratio_to_none": ratio, "ratios": ratios})
     tmp = f"{path}.tmp"
@@ -248,4 +283,7 @@ def read_json(path: str) -> tuple[dict, list[Result]]:
     with open(path) as f:
         saved = json.load(f)
     names = {f.name for f in fields(Result)}
-    return saved["machine"], [Result(**{k: v for k, v in row.items() if k in names}) for row in saved["results"]]
+    results = [Result(**{k: v for k, v in row.items() if k in names}) for row in saved["results"]]
+    for r in results:  # files written before the solver was recorded measured the model's default solver
+        r.solver = r.solver or model_solver(r.model)
+    return saved["machine"], results
