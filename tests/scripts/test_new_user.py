@@ -202,8 +202,10 @@ def test_each_setting_is_checked(override, allowed):
 
 
 def test_a_solver_without_a_reference_mode_refuses_the_switch():
-    with pytest.raises(SetupError, match=r"solver.reference=true: solver=daps has no reference mode.*dps, psld"):
-        runner.validate(runner.compose("solver=daps", "solver.reference=true"))
+    with pytest.raises(
+        SetupError, match=r"solver.reference=true: solver=ddnm has no reference mode.*: dps, diffpir, psld, daps,"
+    ):
+        runner.validate(runner.compose("solver=ddnm", "solver.reference=true"))
     runner.validate(runner.compose("solver=dps", "solver.reference=true"))
 
 
