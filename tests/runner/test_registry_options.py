@@ -28,13 +28,13 @@ SHIPPED_OPTIONS = {
     },
     "daps": {
         "tau", "ode_steps", "mcmc_steps", "lr_min_ratio", "sigma_max", "sigma_min", "ode_sigma_min", "rho", "mc_algo",
-        "momentum", "grad_clip",
+        "momentum", "grad_clip", "reference",
     },
     "ddnm": {"sigma_y", "travel_length", "travel_repeat", "pinv_max_iter", "pinv_tol"},
     "pigdm": {"eta", "sigma_y", "solve_max_iter", "solve_tol"},
     "latent_daps": {
         "tau", "ode_steps", "sigma_max", "sigma_min", "ode_sigma_min", "rho", "mc_algo", "grad_clip", "prompt",
-        "cfg_scale",
+        "cfg_scale", "reference",
     },
     "reddiff": {"obs_weight", "weight", "sigma_x0", "init"},
 }  # fmt: skip
