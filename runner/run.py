@@ -34,7 +34,7 @@ from .build import (
     select_device,
     select_dtype,
 )
-from .config import Settings, check_compatible, operator_params, resolve_settings
+from .config import Settings, check_compatible, operator_params, resolve_settings, task_noise
 from .data import DataSet, Sample, build_dataset
 from .errors import Interrupted, SetupError
 from .identity import experiment_identity, task_as_run, task_folder
@@ -467,6 +467,8 @@ def dry_run(cfg: DictConfig) -> str:
         line("pag.layers", ",".join(st.pag.layers), src["pag.layers"])
     params = operator_params(cfg.task, p.size, p.reference, p.settings.solver)
     line(f"task params at {p.size} px", params, f"conf/task/{cfg.task.name}.yaml")
+    if p.reference:  # the reference code's task settings may replace the task's (SolverSpec.reference_tasks)
+        line("task noise", task_noise(cfg.task, True, st.solver), f"solver.reference ({st.solver}'s reference code)")
     line("seed", cfg.seed, "seed")
     line("device / dtype", f"{p.device} / {cfg.dtype}", "device, dtype")
     line("batch_size / threads", f"{cfg.batch_size} / {cfg.threads}", "batch_size, threads")

@@ -13,6 +13,7 @@ applied by the runner only with the switch, with the values written here from th
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from runner import SetupError
 from runner.build import build_operator
 from runner.config import operator_params, task_noise
 from runner.identity import task_as_run
+from runner.run import dry_run
 from solvers import DAPS, SOLVERS
 
 DIFFPIR_SIGMA = 2 * 12.75 / 255  # noise_level_img on [0, 1], doubled on [-1, 1]
@@ -151,3 +153,14 @@ def test_daps_reference_start_is_the_official_sigma_max_z():
     torch.testing.assert_close(ours.start(z), math.sqrt(1 + sigma_0**2) * z)
     built = SOLVERS["daps"].build(prior, None, {"lr": 1e-4}, num_steps=4, options={"reference": True})
     assert built.reference is True
+
+
+def test_dry_run_shows_the_reference_settings_and_their_source(tiny_checkpoint, tmp_path):
+    cfg = runner.compose(
+        f"prior.checkpoint={tiny_checkpoint}", f"results_root={tmp_path / 'results'}", "data.limit=1",
+        "solver=diffpir", "task=random_inpaint", "solver.reference=true",
+    )  # fmt: skip
+    text = dry_run(cfg)
+    assert re.search(r"solver\.num_steps +20 +<- solver\.reference \(diffpir's reference code\)", text)
+    assert re.search(r"task noise +\{'name': 'gaussian', 'sigma': 0\.0\} +<- solver\.reference", text)
+    assert "'prob_range': [0.5, 0.5]" in text
