@@ -263,6 +263,10 @@ def prior_space(prior: Prior) -> Space:
     return "latent" if prior.is_latent else "pixel"
 
 
+#: the bounds DAPS and LatentDAPS share (solvers/daps.py): annealing tau, ODE steps per x0_hat, MCMC algorithm
+_DAPS_CONSTRAINTS = {"tau": Allowed(low=0), "ode_steps": Allowed(low=1), "mc_algo": Allowed(choices=MC_ALGOS)}
+
+
 #: name -> spec. The first solver declared for a space is that space's default (``solver=auto``, ``sample``).
 SOLVERS: Mapping[str, SolverSpec] = {
     "dps": SolverSpec(cls=DPS, space="pixel", params=("zeta",), table="dps", bare_step=dps_bare_step),
@@ -289,12 +293,7 @@ SOLVERS: Mapping[str, SolverSpec] = {
         space="pixel",
         params=("lr",),
         table="daps",
-        constraints={
-            "tau": Allowed(low=0),
-            "ode_steps": Allowed(low=1),
-            "mcmc_steps": Allowed(low=1),
-            "mc_algo": Allowed(choices=MC_ALGOS),
-        },
+        constraints={**_DAPS_CONSTRAINTS, "mcmc_steps": Allowed(low=1)},
     ),
     # DDNM / PiGDM need a linear operator with A^+ (``operator.pinv``; PiGDM's noisy form also ``solve_gram``)
     "ddnm": SolverSpec(
@@ -331,12 +330,7 @@ SOLVERS: Mapping[str, SolverSpec] = {
         space="latent",
         params=("lr", "mcmc_steps", "lr_min_ratio", "momentum"),
         table="latent_daps",
-        constraints={
-            "tau": Allowed(low=0),
-            "ode_steps": Allowed(low=1),
-            "mc_algo": Allowed(choices=MC_ALGOS),
-            "cfg_scale": Allowed(low=0),
-        },
+        constraints={**_DAPS_CONSTRAINTS, "cfg_scale": Allowed(low=0)},
     ),
     "reddiff": SolverSpec(
         cls=REDDiff,
