@@ -305,6 +305,17 @@ def prior_space(prior: Prior) -> Space:
     return "latent" if prior.is_latent else "pixel"
 
 
+#: the bounds DAPS and LatentDAPS share (solvers/daps.py): annealing tau, ODE steps per x0_hat, MCMC algorithm
+_DAPS_CONSTRAINTS = {"tau": Allowed(low=0), "ode_steps": Allowed(low=1), "mc_algo": Allowed(choices=MC_ALGOS)}
+#: the task settings of DAPS's official configs, pixel and latent alike (``solver.reference=true``)
+_DAPS_REFERENCE_TASKS = {
+    "phase_retrieval": PHASE_RETRIEVAL_DAPS,
+    "nonlinear_deblur": NONLINEAR_BLUR_DAPS,
+    # configs/task/inpainting_rand.yaml: mask_prob_range [0.70, 0.71]
+    "random_inpaint": ReferenceTask(params={"prob_range": [0.70, 0.71]}),
+}
+
+
 #: name -> spec. The first solver declared for a space is that space's default (``solver=auto``, ``sample``).
 SOLVERS: Mapping[str, SolverSpec] = {
     "dps": SolverSpec(
@@ -347,18 +358,8 @@ SOLVERS: Mapping[str, SolverSpec] = {
         space="pixel",
         params=("lr",),
         table="daps",
-        constraints={
-            "tau": Allowed(low=0),
-            "ode_steps": Allowed(low=1),
-            "mcmc_steps": Allowed(low=1),
-            "mc_algo": Allowed(choices=MC_ALGOS),
-        },
-        reference_tasks={
-            "phase_retrieval": PHASE_RETRIEVAL_DAPS,
-            "nonlinear_deblur": NONLINEAR_BLUR_DAPS,
-            # configs/task/inpainting_rand.yaml: mask_prob_range [0.70, 0.71]
-            "random_inpaint": ReferenceTask(params={"prob_range": [0.70, 0.71]}),
-        },
+        constraints={**_DAPS_CONSTRAINTS, "mcmc_steps": Allowed(low=1)},
+        reference_tasks=_DAPS_REFERENCE_TASKS,
     ),
     # DDNM / PiGDM need a linear operator with A^+ (``operator.pinv``; PiGDM's noisy form also ``solve_gram``)
     "ddnm": SolverSpec(
@@ -397,17 +398,8 @@ SOLVERS: Mapping[str, SolverSpec] = {
         space="latent",
         params=("lr", "mcmc_steps", "lr_min_ratio", "momentum"),
         table="latent_daps",
-        constraints={
-            "tau": Allowed(low=0),
-            "ode_steps": Allowed(low=1),
-            "mc_algo": Allowed(choices=MC_ALGOS),
-            "cfg_scale": Allowed(low=0),
-        },
-        reference_tasks={  # the official sd / ldm rows of the same task files
-            "phase_retrieval": PHASE_RETRIEVAL_DAPS,
-            "nonlinear_deblur": NONLINEAR_BLUR_DAPS,
-            "random_inpaint": ReferenceTask(params={"prob_range": [0.70, 0.71]}),
-        },
+        constraints={**_DAPS_CONSTRAINTS, "cfg_scale": Allowed(low=0)},
+        reference_tasks=_DAPS_REFERENCE_TASKS,  # the official sd / ldm rows of the same task files
     ),
     "reddiff": SolverSpec(
         cls=REDDiff,

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
+from PIL import Image
+
+from runner import read_metrics_csv
 
 from ..conftest import CONFIG_ENV
 
@@ -47,3 +53,49 @@ def load_script(script: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@dataclass
+class Restoration:
+    """What one ``scripts/restore.py`` box-inpainting run wrote: its metrics.csv, the rows, the restored PNGs."""
+
+    csv: Path
+    rows: list[dict[str, str]]
+    pngs: dict[str, np.ndarray]
+
+    @property
+    def psnr(self) -> list[str]:
+        """The PSNR column as written (text: equal runs compare equal to the last digit)."""
+        return [row["psnr"] for row in self.rows]
+
+
+@pytest.fixture
+def restore_box_inpaint(tmp_path, script):
+    """``restore_box_inpaint(name, solver, *overrides, prior="tiny_adm", steps=3, images=2)``: ``scripts/restore.py``
+    on box inpainting of the shipped shapes like a user types it, results under ``tmp_path/name``; checks that it
+    ran and wrote one finite PSNR and one restored PNG per image."""
+
+    def _restore(
+        name: str, solver: str, *overrides: str, prior: str = "tiny_adm", steps: int = 3, images: int = 2
+    ) -> Restoration:
+        results = tmp_path / name
+        args = [
+            f"solver={solver}",
+            f"prior={prior}",
+            "task=box_inpaint",
+            f"results_root={results}",
+            f"solver.num_steps={steps}",
+            f"data.limit={images}",
+            "progress_every=0",
+            *overrides,
+        ]
+        result = script("restore.py", *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        (csv,) = results.rglob("box_inpaint/metrics.csv")
+        rows = read_metrics_csv(csv)
+        assert len(rows) == images and all(math.isfinite(float(row["psnr"])) for row in rows)
+        pngs = sorted((csv.parent / "recon").glob("*.png"))
+        assert len(pngs) == images
+        return Restoration(csv, rows, {png.name: np.asarray(Image.open(png)) for png in pngs})
+
+    return _restore

@@ -31,7 +31,18 @@ def test_evaluate_script_reproduces_metrics_csv(run_tiny, capsys):
     assert "2 images | PSNR" in stdout and "LPIPS unavailable: " in stdout
 
 
-def test_evaluate_script_reports_kid_and_fid_on_shapes_features(run_tiny, capsys):
+#: a user's own extractor: 4x4 average pooling, 48-d (a 3072-d torch.nn.Flatten makes FID's matrix square root of a
+#: 3072 x 3072 covariance take most of this test's time, and tests nothing more)
+POOLED_FEATURES = """import torch
+
+
+class Pooled(torch.nn.Sequential):
+    def __init__(self):
+        super().__init__(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())
+"""
+
+
+def test_evaluate_script_reports_kid_and_fid_on_shapes_features(run_tiny, capsys, tmp_path, monkeypatch):
     cfg, summary = run_tiny("task=box_inpaint", "data.limit=4")
     task_dir = Path(cfg.out_dir) / "box_inpaint"
     evaluate = load_script("evaluate.py")
@@ -47,6 +58,9 @@ def test_evaluate_script_reports_kid_and_fid_on_shapes_features(run_tiny, capsys
     kid = f"KID {report['kid']['value']:.4f} ± {report['kid']['std']:.4f}"
     assert f"FID {report['fid']['value']:.2f} | {kid} [features: {extractor}]" in stdout
     # a second extractor by import path: any torch module from images to features
-    assert evaluate.main([str(task_dir), "--no-lpips", "--features", "torch.nn:Flatten"]) == 0
-    pixels = json.loads((task_dir / "evaluation.json").read_text())
-    assert pixels["features"] == "torch.nn:Flatten" and pixels["fid"]["value"] != report["fid"]["value"]
+    (tmp_path / "modules").mkdir()
+    (tmp_path / "modules" / "evaluate_test_pooled.py").write_text(POOLED_FEATURES)
+    monkeypatch.syspath_prepend(tmp_path / "modules")
+    assert evaluate.main([str(task_dir), "--no-lpips", "--features", "evaluate_test_pooled:Pooled"]) == 0
+    pooled = json.loads((task_dir / "evaluation.json").read_text())
+    assert pooled["features"] == "evaluate_test_pooled:Pooled" and pooled["fid"]["value"] != report["fid"]["value"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from operators import GaussianNoise, Operator
+from operators import GaussianNoise, Operator, make_operator
+from operators.random import generators_from_seeds
 
 
 class MatrixOperator(Operator):
@@ -22,6 +23,25 @@ class MatrixOperator(Operator):
 
     def adjoint(self, y):
         return (y.flatten(1) @ self.A.to(y.dtype)).view(y.shape[0], *self.shape)
+
+
+def _box_inpaint(sigma: float = 0.0, seeds=(0, 1, 2)) -> Operator:
+    """Box inpainting of 32x32 images in float64 (hole 12, margin 2; one hole placement per seed), noiseless
+    unless ``sigma`` > 0."""
+    return make_operator(
+        "box_inpaint",
+        image_size=32,
+        hole=12,
+        margin=2,
+        generator=generators_from_seeds(list(seeds)),
+        noise={"name": "gaussian", "sigma": sigma} if sigma else {"name": "none"},
+    ).to(torch.float64)
+
+
+@pytest.fixture(scope="session")
+def box():
+    """``box(sigma=0.0, seeds=(0, 1, 2))``: the box-inpainting operator of the DDNM and PiGDM loop tests."""
+    return _box_inpaint
 
 
 @pytest.fixture(scope="session")

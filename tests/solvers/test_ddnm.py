@@ -16,17 +16,6 @@ from solvers.ddnm import travel_schedule
 LAYERS = ("input_blocks.3.1", "middle_block.1")
 
 
-def box(sigma=0.0, seeds=(0, 1, 2)):
-    return make_operator(
-        "box_inpaint",
-        image_size=32,
-        hole=12,
-        margin=2,
-        generator=generators_from_seeds(list(seeds)),
-        noise={"name": "gaussian", "sigma": sigma} if sigma else {"name": "none"},
-    ).to(torch.float64)
-
-
 def get_schedule_jump(T_sampling, travel_length, travel_repeat):
     """RePaint's schedule as the official code has it (guided_diffusion/diffusion.py)."""
     jumps = {}
@@ -98,7 +87,7 @@ def run(solver, y, seeds=(3, 4, 5)):
     ("sigma", "travel", "pag"),
     [(0.0, (1, 1), False), (0.1, (1, 1), False), (0.0, (1, 3), False), (0.0, (1, 1), True), (0.1, (1, 2), True)],
 )
-def test_chain_equals_the_official_loop(prior, images, sigma, travel, pag):
+def test_chain_equals_the_official_loop(prior, images, sigma, travel, pag, box):
     op = box(sigma)
     y = op.measure(images, generators_from_seeds([5, 6, 7]))
     n, eta = 8, 0.85
@@ -135,7 +124,7 @@ def test_travel_schedule_is_the_official_one():
 
 @pytest.mark.parametrize("pag", [False, True])
 @pytest.mark.parametrize("task", ["box_inpaint", "super_resolution"])
-def test_output_satisfies_the_measurement_exactly(prior, images, task, pag):
+def test_output_satisfies_the_measurement_exactly(prior, images, task, pag, box):
     """Noiseless: the last iterate (before the final clamp) is x0_y, and A x0_y = A A^+ y = y (y in range(A))."""
     op = box() if task == "box_inpaint" else make_operator(task, factor=4, noise={"name": "none"}).double()
     y = op.measure(images, generators_from_seeds([5, 6, 7]))
@@ -146,7 +135,7 @@ def test_output_satisfies_the_measurement_exactly(prior, images, task, pag):
     assert (op(seen[-2]) - y).abs().max().item() > 1e-3  # an earlier iterate is noisy: the check can fail
 
 
-def test_guided_ablation_equals_default_without_noise(prior, images):
+def test_guided_ablation_equals_default_without_noise(prior, images, box):
     """Noiseless, the correction is an affine projection: correcting x0_guided (x0_from="guided") gives the same
     step as correcting x0_hat and adding the null-space part of the shift (documented in solvers/ddnm.py)."""
     op = box()
@@ -161,7 +150,7 @@ def test_guided_ablation_equals_default_without_noise(prior, images):
     assert (a - b).abs().max() > 1e-6  # DDNM+ shrinks (lambda_t < 1): there the two differ
 
 
-def test_pag_scale_zero_is_bit_identical_to_no_pag(prior, images):
+def test_pag_scale_zero_is_bit_identical_to_no_pag(prior, images, box):
     op = box(0.1)
     y = op.measure(images, generators_from_seeds([5, 6, 7]))
     base, _ = run(DDNM(prior, op, num_steps=4, travel_repeat=2, progress=False), y)
@@ -169,7 +158,7 @@ def test_pag_scale_zero_is_bit_identical_to_no_pag(prior, images):
     assert torch.equal(base, zero)
 
 
-def test_batch_of_n_equals_n_single_runs(prior, images):
+def test_batch_of_n_equals_n_single_runs(prior, images, box):
     op = box(0.1)
     y = op.measure(images, generators_from_seeds([5, 6, 7]))
     solver = DDNM(prior, op, num_steps=4, travel_repeat=2, pag=PAG(1.0, LAYERS), progress=False)
@@ -180,7 +169,7 @@ def test_batch_of_n_equals_n_single_runs(prior, images):
         torch.testing.assert_close(one, batch[k : k + 1], rtol=0, atol=1e-12)
 
 
-def test_refuses_what_it_cannot_run(prior):
+def test_refuses_what_it_cannot_run(prior, box):
     with pytest.raises(ValueError, match="eta"):
         DDNM(prior, box(), eta=1.5, progress=False)
     with pytest.raises(ValueError, match="travel"):

@@ -15,17 +15,6 @@ LAYERS = ("input_blocks.3.1", "middle_block.1")
 SHAPE, D = (1, 8, 8), 64
 
 
-def box(sigma=0.0, seeds=(0, 1, 2)):
-    return make_operator(
-        "box_inpaint",
-        image_size=32,
-        hole=12,
-        margin=2,
-        generator=generators_from_seeds(list(seeds)),
-        noise={"name": "gaussian", "sigma": sigma} if sigma else {"name": "none"},
-    ).to(torch.float64)
-
-
 def official_loop(prior, mask, y, gens, shape, num_steps, eta, weight, sigma_y=0.0, pag=None, x0_from="unguided"):
     """PGDM.sample with awd=True for inpainting (H = H_pinv = diag(mask)); sigma_y > 0: the paper's
     (r_t^2 A A^T + sigma_y^2 I)^{-1}, scaled by r_t^2 (solvers/pigdm.py). ``pag``: (s, layers)."""
@@ -81,7 +70,7 @@ def run(solver, y, seeds=(3, 4, 5)):
     [(0.0, 0.0, False, "unguided"), (0.0, 0.5, False, "unguided"), (0.1, 0.5, False, "unguided"),
      (0.0, 0.5, True, "unguided"), (0.1, 0.0, True, "guided")],
 )  # fmt: skip
-def test_chain_equals_the_official_loop(prior, images, sigma, eta, pag, x0_from):
+def test_chain_equals_the_official_loop(prior, images, sigma, eta, pag, x0_from, box):
     op = box(sigma)
     y = op.measure(images, generators_from_seeds([5, 6, 7]))
     n, weight = 5, 0.7  # a divisor of 1000: the official range(0, 1000, 1000 // n) has n steps
@@ -111,7 +100,7 @@ def test_solve_gram_is_the_dense_solve(name):
     torch.testing.assert_close(ours.flatten(1), dense, rtol=0, atol=1e-8)
 
 
-def test_solve_gram_inpainting_closed_form():
+def test_solve_gram_inpainting_closed_form(box):
     op = box()
     g = torch.Generator().manual_seed(3)
     v = torch.randn(3, 3, 32, 32, generator=g, dtype=torch.float64)
@@ -150,7 +139,7 @@ def test_gaussian_posterior(matrix_operator):
     assert 0.3 * exact_residual < residual < exact_residual, (residual, exact_residual)
 
 
-def test_pag_scale_zero_is_bit_identical_to_no_pag(prior, images):
+def test_pag_scale_zero_is_bit_identical_to_no_pag(prior, images, box):
     op = box(0.1)
     y = op.measure(images, generators_from_seeds([5, 6, 7]))
     base, _ = run(PiGDM(prior, op, eta=0.5, num_steps=4, progress=False), y)
@@ -158,7 +147,7 @@ def test_pag_scale_zero_is_bit_identical_to_no_pag(prior, images):
     assert torch.equal(base, zero)
 
 
-def test_batch_of_n_equals_n_single_runs(prior, images):
+def test_batch_of_n_equals_n_single_runs(prior, images, box):
     op = box(0.1)
     y = op.measure(images, generators_from_seeds([5, 6, 7]))
     batch, _ = run(PiGDM(prior, op, eta=0.5, num_steps=4, pag=PAG(1.0, LAYERS), progress=False), y)
@@ -168,6 +157,6 @@ def test_batch_of_n_equals_n_single_runs(prior, images):
         torch.testing.assert_close(one, batch[k : k + 1], rtol=0, atol=1e-12)
 
 
-def test_refuses_what_it_cannot_run(prior):
+def test_refuses_what_it_cannot_run(prior, box):
     with pytest.raises(ValueError, match="eta"):
         PiGDM(prior, box(), eta=1.5, progress=False)
