@@ -2,7 +2,7 @@
 
 ``SOLVERS`` maps a solver's name to its ``SolverSpec`` (class, prior space, step-size names, step-table section;
 its options, ``SolverOption``, read from the constructor): DPS, DiffPIR, DAPS, DDNM, PiGDM and RED-diff (pixel
-priors), PSLD and LatentDAPS (latent priors). Each is its settings and its ``step(ctx, i, x) -> (x_next, x0_hat)``;
+priors), PSLD, LatentDAPS and ReSample (latent priors). Each is its settings and its ``step(ctx, i, x) -> (x_next, x0_hat)``;
 ``run_chain`` (``ChainSolver.restore``) runs the steps for all of them.
 """
 
@@ -16,6 +16,7 @@ from .pigdm import PiGDM
 from .proximal import DataProximal, data_prox
 from .psld import PSLD
 from .reddiff import REDDiff
+from .resample import ReSample
 from .registry import (
     SOLVERS,
     SPACES,
@@ -49,6 +50,7 @@ __all__ = [
     "NoisePredictor",
     "PiGDM",
     "REDDiff",
+    "ReSample",
     "Solver",
     "SolverOption",
     "SolverSpec",

@@ -35,6 +35,7 @@ from .guidance import PAG
 from .pigdm import PiGDM
 from .psld import PSLD
 from .reddiff import REDDiff
+from .resample import ReSample
 
 Space = Literal["pixel", "latent"]
 SPACES: tuple[Space, ...] = ("pixel", "latent")
@@ -348,6 +349,24 @@ SOLVERS: Mapping[str, SolverSpec] = {
             "sigma_x0": Allowed(low=0),
         },
         uses_if_offered=frozenset({"pinv"}),  # init=auto: mu_0 = A^+ y (the official start), zeros when nonlinear
+    ),
+    "resample": SolverSpec(
+        cls=ReSample,
+        space="latent",
+        params=("zeta", "gamma"),
+        table="resample",
+        constraints={
+            "resample_every": Allowed(low=1),
+            "travel_steps": Allowed(low=1),
+            "pixel_lr": Allowed(low=0),
+            "pixel_iters": Allowed(low=0),
+            "latent_lr": Allowed(low=0),
+            "latent_iters": Allowed(low=0),
+            "latent_patience": Allowed(low=1),
+            "tol": Allowed(low=0),
+            "weight_decay": Allowed(low=0),
+        },
+        # A(D(z)) under autograd (latent DPS, latent optimisation) and A(x) in the pixel optimisation
     ),
 }
 

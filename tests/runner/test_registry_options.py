@@ -37,6 +37,10 @@ SHIPPED_OPTIONS = {
         "cfg_scale",
     },
     "reddiff": {"obs_weight", "weight", "sigma_x0", "init"},
+    "resample": {
+        "resample_every", "travel_steps", "pixel_lr", "pixel_iters", "latent_lr", "latent_iters", "latent_patience",
+        "tol", "weight_decay", "final_latent", "reference",
+    },
 }  # fmt: skip
 #: what the runner passes itself, and DPS / DiffPIR / DAPS's class labels (library use only)
 NOT_SETTINGS = {"prior", "operator", "pag", "num_steps", "progress", "cond"}
