@@ -264,10 +264,8 @@ class ReSample(ChainSolver):
             phase = self.phase(i)
             if phase is not None:
                 anchor = self.anchor(ctx, i, z_prev)
-                if phase == "pixel":
-                    z0_y = self.pixel_optimisation(anchor, y)
-                else:
-                    z0_y = self.latent_optimisation(anchor, y)
+                optimise = self.pixel_optimisation if phase == "pixel" else self.latent_optimisation
+                z0_y = optimise(anchor, y)
                 z_prev = stochastic_resample(z0_y, z_prev, abar_prev, self.sigma2(i), ctx.randn(z_prev))
             if self.final_latent and i == len(self.timesteps) - 1:
                 z_prev = self.latent_optimisation(z_prev, y)

@@ -59,7 +59,7 @@ def official_resample(prior, op, y, seed, *, paper: bool, pag_scale: float = 0.0
     ddim_timesteps = [k + 1 for k in range(0, T, T // S)]  # make_ddim_timesteps("uniform"): range(0, T, c) + 1
     abar_all = prior.schedule.alphas_cumprod.to(torch.float64)  # the model's alphas_cumprod
     ddim_alphas = [float(abar_all[t]) for t in ddim_timesteps]
-    ddim_alphas_prev = [float(abar_all[0])] + ddim_alphas[:-1]  # make_ddim_sampling_parameters
+    ddim_alphas_prev = [float(abar_all[0]), *ddim_alphas[:-1]]  # make_ddim_sampling_parameters
     g = torch.Generator().manual_seed(seed)
 
     def draw():  # the project's draws: float32 from the image's generator, then cast
@@ -167,7 +167,8 @@ def test_chain_matches_the_official_sampler(prior, problem, reference, pag_scale
     _, op, y = problem
     pag = PAG(pag_scale, (LAYER,)) if pag_scale else None
     solver = ReSample(prior, op, zeta=ZETA, gamma=GAMMA, pag=pag, progress=False, reference=reference, **SETTINGS)
-    assert [solver.phase(i) for i in range(10)] == [None, None, None, "pixel", None, "pixel", None, "latent", None, None]
+    phases = [solver.phase(i) for i in range(10)]
+    assert phases == [None, None, None, "pixel", None, "pixel", None, "latent", None, None]
 
     def run(images: slice, seeds: list[int]) -> torch.Tensor:
         steps = []
@@ -276,7 +277,8 @@ def test_pixel_optimisation_converges_to_the_inpainting_least_squares_point(prob
     """For inpainting (A = a mask), argmin ||y - A x||^2 from x0 by Adam keeps the hidden pixels at x0 (their
     gradient is zero) and takes the observed ones to y: x = x0 - A^+ (A x0 - y) = M y + (1 - M) x0."""
     x, _, _ = problem
-    op = make_operator("box_inpaint", image_size=32, hole=12, margin=2, generator=generators_from_seeds([0, 1])).double()
+    masks = generators_from_seeds([0, 1])
+    op = make_operator("box_inpaint", image_size=32, hole=12, margin=2, generator=masks).double()
     y = op.measure(x, generators_from_seeds([5, 6]))
     x0 = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(9), dtype=torch.float64) * 2 - 1
     M = op(torch.ones_like(x))  # the observed pixels: 1, hidden: 0
