@@ -353,15 +353,14 @@ SOLVERS: Mapping[str, SolverSpec] = {
     "resample": SolverSpec(
         cls=ReSample,
         space="latent",
-        params=("zeta", "gamma"),
+        # the searches' iteration limits are per row: the official 2000 / 500 cost seconds per step on a CPU
+        params=("zeta", "gamma", "pixel_iters", "latent_iters"),
         table="resample",
         constraints={
             "resample_every": Allowed(low=1),
             "travel_steps": Allowed(low=1),
             "pixel_lr": Allowed(low=0),
-            "pixel_iters": Allowed(low=0),
             "latent_lr": Allowed(low=0),
-            "latent_iters": Allowed(low=0),
             "latent_patience": Allowed(low=1),
             "tol": Allowed(low=0),
             "weight_decay": Allowed(low=0),

@@ -164,6 +164,10 @@ class ReSample(ChainSolver):
         if not prior.is_latent:
             raise ValueError("ReSample runs on latent priors (with encode/decode); use DPS for pixel-space priors")
         self.zeta, self.gamma = float(self.zeta), float(self.gamma)
+        # iteration limits come from the step table as floats
+        self.pixel_iters, self.latent_iters = int(self.pixel_iters), int(self.latent_iters)
+        if min(self.pixel_iters, self.latent_iters) < 0:
+            raise ValueError("pixel_iters and latent_iters must be >= 0")
         spacing, offset = ldm_ddim_timesteps(prior.schedule.num_train_timesteps, self.num_steps)
         timesteps = prior.schedule.timesteps(self.num_steps, spacing=spacing, offset=offset)
         # LDM's DDIM: the step after the last one lands on abar[0] (``make_ddim_sampling_parameters``)
