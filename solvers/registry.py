@@ -353,11 +353,11 @@ SOLVERS: Mapping[str, SolverSpec] = {
     "resample": SolverSpec(
         cls=ReSample,
         space="latent",
-        # the searches' iteration limits are per row: the official 2000 / 500 cost seconds per step on a CPU
-        params=("zeta", "gamma", "pixel_iters", "latent_iters"),
+        # per row: the searches' iteration limits (the official 2000 / 500 cost seconds per step on a CPU) and how
+        # often to resample, which goes with the row's number of steps
+        params=("zeta", "gamma", "pixel_iters", "latent_iters", "resample_every"),
         table="resample",
         constraints={
-            "resample_every": Allowed(low=1),
             "travel_steps": Allowed(low=1),
             "pixel_lr": Allowed(low=0),
             "latent_lr": Allowed(low=0),

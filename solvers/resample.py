@@ -55,7 +55,7 @@ import torch
 from torch import Tensor
 
 from operators import Operator
-from priors import LatentPrior
+from priors import LatentPrior, VPDenoiser
 
 from .chain import ChainSolver, StepContext
 from .common import batch_norm, residual_norm
@@ -164,15 +164,17 @@ class ReSample(ChainSolver):
         if not prior.is_latent:
             raise ValueError("ReSample runs on latent priors (with encode/decode); use DPS for pixel-space priors")
         self.zeta, self.gamma = float(self.zeta), float(self.gamma)
-        # iteration limits come from the step table as floats
+        # counts come from the step table as floats
         self.pixel_iters, self.latent_iters = int(self.pixel_iters), int(self.latent_iters)
-        if min(self.pixel_iters, self.latent_iters) < 0:
-            raise ValueError("pixel_iters and latent_iters must be >= 0")
+        self.resample_every = int(self.resample_every)
+        if min(self.pixel_iters, self.latent_iters) < 0 or self.resample_every < 1:
+            raise ValueError("pixel_iters and latent_iters must be >= 0, resample_every >= 1")
         spacing, offset = ldm_ddim_timesteps(prior.schedule.num_train_timesteps, self.num_steps)
         timesteps = prior.schedule.timesteps(self.num_steps, spacing=spacing, offset=offset)
         # LDM's DDIM: the step after the last one lands on abar[0] (``make_ddim_sampling_parameters``)
         self.schedule = prior.schedule.sampling(timesteps, final_alpha_cumprod=float(prior.schedule.alphas_cumprod[0]))
         self.timesteps = self.schedule.timesteps.tolist()
+        self.denoiser = VPDenoiser(self.schedule)
 
     # -- the schedule ----------------------------------------------------------------------------------
     def abar(self, i: int) -> float:
@@ -181,16 +183,17 @@ class ReSample(ChainSolver):
     def abar_prev(self, i: int) -> float:
         return float(self.schedule.alphas_cumprod_prev[i])
 
-    def tweedie(self, z_t: Tensor, eps: Tensor, abar_t: float) -> Tensor:
-        """z0_hat = (z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (reference: the official (1 - abar_t) eps)."""
-        c = (1 - abar_t) if self.reference else (1 - abar_t) ** 0.5
-        return (z_t - c * eps) / abar_t**0.5
+    def tweedie(self, level: int, z: Tensor, eps: Tensor) -> Tensor:
+        """z0_hat = (z - sqrt(1 - abar) eps) / sqrt(abar) at step ``level``'s abar (reference: the official
+        (z - (1 - abar) eps) / sqrt(abar))."""
+        if self.reference:
+            abar = self.abar(level)
+            return (z - (1 - abar) * eps) / abar**0.5
+        return self.denoiser.x0(level, z, eps)
 
-    @staticmethod
-    def ddim(z_t: Tensor, eps: Tensor, abar_t: float, abar_prev: float) -> Tensor:
-        """Deterministic DDIM (eta = 0) from abar_t to abar_prev."""
-        z0 = (z_t - (1 - abar_t) ** 0.5 * eps) / abar_t**0.5
-        return abar_prev**0.5 * z0 + (1 - abar_prev) ** 0.5 * eps
+    def ddim(self, level: int, z: Tensor, eps: Tensor) -> Tensor:
+        """Deterministic DDIM (eta = 0) from step ``level``'s abar to the next one's."""
+        return self.schedule.ddim_step(level, self.denoiser.x0(level, z, eps), eps)
 
     def sigma2(self, i: int) -> float:
         """sigma_t^2 = gamma (1 - abar_prev) / (1 - abar_t) (1 - abar_t / abar_prev) (official schedule)."""
@@ -214,9 +217,8 @@ class ReSample(ChainSolver):
         for k in range(i, min(i + self.travel_steps, len(self.timesteps) - 1)):
             eps = ctx.predict(z, self.timesteps[k + 1], guide=guide).eps_data
             level = k if self.reference else k + 1  # the official reads abar one level too high
-            abar_t, abar_prev = self.abar(level), self.abar_prev(level)
-            z0_hat = self.tweedie(z, eps, abar_t)
-            z = self.ddim(z, eps, abar_t, abar_prev)
+            z0_hat = self.tweedie(level, z, eps)
+            z = self.ddim(level, z, eps)
         return z0_hat
 
     def pixel_search(self, x0: Tensor, y: Tensor) -> Tensor:
@@ -255,8 +257,8 @@ class ReSample(ChainSolver):
         with torch.set_grad_enabled(data_term):
             z_t = z_t.detach().requires_grad_(data_term)
             pred = ctx.predict(z_t, self.timesteps[i])
-            z0_hat = self.tweedie(z_t, pred.eps_data, abar_t)  # unguided (paper's rule): the data term's estimate
-            z_prev = self.ddim(z_t.detach(), pred.eps_guided.detach(), abar_t, abar_prev)
+            z0_hat = self.tweedie(i, z_t, pred.eps_data)  # unguided (paper's rule): the data term's estimate
+            z_prev = self.ddim(i, z_t.detach(), pred.eps_guided.detach())
             if data_term:
                 norm = batch_norm if self.reference else residual_norm
                 loss = norm(y, self.operator(self.prior.decode(z0_hat))).sum()

@@ -38,8 +38,7 @@ SHIPPED_OPTIONS = {
     },
     "reddiff": {"obs_weight", "weight", "sigma_x0", "init"},
     "resample": {
-        "resample_every", "travel_steps", "pixel_lr", "latent_lr", "latent_patience", "tol", "weight_decay",
-        "final_latent", "reference",
+        "travel_steps", "pixel_lr", "latent_lr", "latent_patience", "tol", "weight_decay", "final_latent", "reference",
     },
 }  # fmt: skip
 #: what the runner passes itself, and DPS / DiffPIR / DAPS's class labels (library use only)

@@ -68,9 +68,9 @@ CASES: dict[str, Case] = {
     "resample": Case(
         "resample",
         "tiny_sd",
-        {"zeta": 0.5, "gamma": 40.0, "pixel_iters": 5, "latent_iters": 5},
+        {"zeta": 0.5, "gamma": 40.0, "pixel_iters": 5, "latent_iters": 5, "resample_every": 1},
         6,
-        {"resample_every": 1, "travel_steps": 2, "latent_patience": 2},
+        {"travel_steps": 2, "latent_patience": 2},
     ),
 }
 
