@@ -16,6 +16,7 @@ and, at the steps whose ``index`` is a multiple of ``resample_every`` (10) with 
 consistency then stochastic resampling:
 
     z0_hat     <- ``travel_steps`` (5) further DDIM steps from z'_{t-1}, the Tweedie estimate of the last one
+                  (the official "time travel")
     z0_y        = E(argmin_x ||y - A(x)||^2 from x = D(z0_hat))   (pixel phase: index >= N // 3)
                 = argmin_z ||y - A(D(z))||^2 from z = z0_hat      (latent phase: index < N // 3)
                   (AdamW as the official: pixel lr 1e-2, <= 2000 iterations; latent lr 5e-3, <= 500 iterations,
@@ -25,8 +26,8 @@ consistency then stochastic resampling:
     z_{t-1}    ~ N( (sigma_t^2 sqrt(abar_prev) z0_y + (1 - abar_prev) z'_{t-1}) / (sigma_t^2 + 1 - abar_prev),
                     sigma_t^2 (1 - abar_prev) / (sigma_t^2 + 1 - abar_prev) I )
 
-The last formula is the paper's stochastic resampling (Sec. 3.2: the Gaussian "posterior" that combines the
-forward-process sample sqrt(abar) z0_y + sqrt(1 - abar) n with the unconditional sample z'_{t-1} of variance
+The last formula is the paper's stochastic resampling (its Sec. 3: the Gaussian that combines the forward-process
+sample sqrt(abar) z0_y + sqrt(1 - abar) n with the unconditional sample z'_{t-1} of variance
 sigma_t^2 treated as a measurement; the official ``stochastic_resample`` writes its variance as
 1 / (1 / sigma_t^2 + 1 / (1 - abar_prev))). After the last step the official sampler runs one more latent
 optimisation from z_0 (``final_latent``).
@@ -43,6 +44,8 @@ Deviations from the official code (``reference=True`` restores the first two):
   batch would couple images), so a batch equals its images run one by one; ``reference`` keeps the per-image
   optimisation but takes the latent-DPS norm over the whole batch.
 - Only eta = 0 (the official default), no text prompt (the official model is unconditional).
+- Not a deviation but worth knowing: tol is the official 1e-3 whatever the noise level (its code says it "needs
+  tuning according to noise level"); with noise sigma 0.05 on [-1, 1] the searches run to their iteration limits.
 """
 
 from __future__ import annotations
