@@ -25,7 +25,7 @@ from typing import Any, Literal
 from operators import CAPABILITIES, Operator
 from priors import Prior
 
-from .bare import BareStep, dps_bare_step, psld_bare_step
+from .bare import BareStep, dps_bare_step, psld_bare_step, resample_bare_step
 from .chain import Solver
 from .daps import DAPS, MC_ALGOS, LatentDAPS
 from .ddnm import DDNM
@@ -357,6 +357,7 @@ SOLVERS: Mapping[str, SolverSpec] = {
         # often to resample, which goes with the row's number of steps
         params=("zeta", "gamma", "pixel_iters", "latent_iters", "resample_every"),
         table="resample",
+        bare_step=resample_bare_step,
         constraints={
             "travel_steps": Allowed(low=1),
             "pixel_lr": Allowed(low=0),

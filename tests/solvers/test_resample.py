@@ -327,6 +327,25 @@ def test_x0_from_guided_feeds_the_guided_prediction_to_the_data_part(prior, prob
     assert (guided - unguided).abs().max() > 1e-6
 
 
+def test_bare_step_is_a_step_that_does_not_resample(problem):
+    """The benchmark's bare step (raw UNet / VAE) equals the solver's step where it does not resample; the tiny SD
+    prior in float32 (its VAE has no shift factor and no autocast), so float32 rounding."""
+    from priors.sd import random_sd_prior
+    from solvers import NoisePredictor, StepContext
+    from solvers.bare import resample_bare_step
+
+    prior = random_sd_prior(seed=0, image_size=32)
+    _, op, y = problem
+    op, y = op.float(), y.float()
+    solver = ReSample(prior, op, zeta=ZETA, gamma=GAMMA, progress=False, **SETTINGS)
+    z_t = torch.randn(2, *prior.sample_shape, generator=torch.Generator().manual_seed(5))
+    i = 2
+    assert solver.phase(i) is None
+    ours, _ = solver.step(StepContext(NoisePredictor(prior), y, generators_from_seeds([0, 1])), i, z_t)
+    bare = resample_bare_step(solver, z_t, y, torch.zeros_like(z_t), i)
+    torch.testing.assert_close(bare, ours, rtol=1e-4, atol=1e-5)
+
+
 def test_refuses_a_pixel_prior():
     from priors.adm import ADMPrior
 
