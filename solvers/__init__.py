@@ -2,8 +2,8 @@
 
 ``SOLVERS`` maps a solver's name to its ``SolverSpec`` (class, prior space, step-size names, step-table section;
 its options, ``SolverOption``, read from the constructor): DPS, DiffPIR, DAPS, DDNM, PiGDM and RED-diff (pixel
-priors), PSLD and LatentDAPS (latent priors). Each is its settings and its ``step(ctx, i, x) -> (x_next, x0_hat)``;
-``run_chain`` (``ChainSolver.restore``) runs the steps for all of them.
+priors), PSLD, LatentDAPS and ReSample (latent priors). Each is its settings and its
+``step(ctx, i, x) -> (x_next, x0_hat)``; ``run_chain`` (``ChainSolver.restore``) runs the steps for all of them.
 """
 
 from .chain import ChainSolver, DivergenceError, StepContext, StepInfo, run_chain
@@ -30,6 +30,7 @@ from .registry import (
     solvers_for,
     solvers_that_fit,
 )
+from .resample import ReSample
 from .sample import sample
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "NoisePredictor",
     "PiGDM",
     "REDDiff",
+    "ReSample",
     "ReferenceTask",
     "Solver",
     "SolverOption",

@@ -113,3 +113,18 @@ def reddiff_bare_step(solver: Any, mu: Tensor, y: Tensor, noise: Tensor, i: int)
     b1, b2, adam_eps = 0.9, 0.99, 1e-8  # torch.optim.Adam's first step: m_hat = grad, v_hat = grad^2
     m, v = (1 - b1) * grad, (1 - b2) * grad * grad
     return (mu - solver.lr * (m / (1 - b1)) / ((v / (1 - b2)).sqrt() + adam_eps)).detach()
+
+
+def resample_bare_step(solver: Any, x_t: Tensor, y: Tensor, noise: Tensor, i: int) -> Tensor:
+    """ReSample (Song et al. 2024) at a step that does not resample: DDIM step (eta = 0: ``noise`` unused) minus
+    zeta abar_t grad_{z_t} ||y - A(D(z0_hat))||, against the raw UNet / VAE (the resampling steps' cost is their
+    optimisers', not the network pass PAG adds)."""
+    sched, prior, op = solver.schedule, solver.prior, solver.operator
+    t = torch.full((x_t.shape[0],), int(sched.timesteps[i]), device=x_t.device)
+    z_t = x_t.detach().requires_grad_(True)
+    eps = prior.unet(z_t, t, encoder_hidden_states=prior.condition(None, z_t.shape[0])).sample  # empty prompt
+    z0_hat = sched.predict_x0(i, z_t, eps)
+    z_prev = sched.ddim_step(i, z0_hat.detach(), eps.detach())
+    x0 = prior.vae.decode(z0_hat / prior.scaling_factor).sample
+    loss = (y - op(x0)).flatten(1).norm(dim=1).sum()
+    return z_prev - solver.zeta * float(sched.alphas_cumprod[i]) * torch.autograd.grad(loss, z_t)[0]

@@ -25,7 +25,15 @@ from typing import Any, Literal
 from operators import CAPABILITIES, Operator
 from priors import Prior
 
-from .bare import BareStep, ddnm_bare_step, dps_bare_step, pigdm_bare_step, psld_bare_step, reddiff_bare_step
+from .bare import (
+    BareStep,
+    ddnm_bare_step,
+    dps_bare_step,
+    pigdm_bare_step,
+    psld_bare_step,
+    reddiff_bare_step,
+    resample_bare_step,
+)
 from .chain import Solver
 from .daps import DAPS, MC_ALGOS, LatentDAPS
 from .ddnm import DDNM
@@ -35,6 +43,7 @@ from .guidance import PAG
 from .pigdm import PiGDM
 from .psld import PSLD
 from .reddiff import REDDiff
+from .resample import ReSample
 
 Space = Literal["pixel", "latent"]
 SPACES: tuple[Space, ...] = ("pixel", "latent")
@@ -412,6 +421,24 @@ SOLVERS: Mapping[str, SolverSpec] = {
         },
         bare_step=reddiff_bare_step,
         uses_if_offered=frozenset({"pinv"}),  # init=auto: mu_0 = A^+ y (the official start), zeros when nonlinear
+    ),
+    "resample": SolverSpec(
+        cls=ReSample,
+        space="latent",
+        # per row: the searches' iteration limits (the official 2000 / 500 cost seconds per step on a CPU) and how
+        # often to resample, which goes with the row's number of steps
+        params=("zeta", "gamma", "pixel_iters", "latent_iters", "resample_every"),
+        table="resample",
+        bare_step=resample_bare_step,
+        constraints={
+            "travel_steps": Allowed(low=1),
+            "pixel_lr": Allowed(low=0),
+            "latent_lr": Allowed(low=0),
+            "latent_patience": Allowed(low=1),
+            "tol": Allowed(low=0),
+            "weight_decay": Allowed(low=0),
+        },
+        # A(D(z)) under autograd (latent DPS, latent optimisation) and A(x) in the pixel optimisation
     ),
 }
 

@@ -16,7 +16,7 @@ import runner
 from runner import CONF_DIR, PRIORS, PriorFamily, SetupError
 from runner.data import path_variable
 from runner.priors import prior_needs
-from solvers import DAPS, DDNM, DPS, PSLD, SOLVERS, Allowed, DiffPIR, LatentDAPS, PiGDM, REDDiff, SolverSpec
+from solvers import DAPS, DDNM, DPS, PSLD, SOLVERS, Allowed, DiffPIR, LatentDAPS, PiGDM, REDDiff, ReSample, SolverSpec
 from solvers.registry import constructor_options
 
 #: each shipped solver's options as the constructors list them (written out by hand from solvers/*.py)
@@ -37,6 +37,9 @@ SHIPPED_OPTIONS = {
         "cfg_scale", "reference",
     },
     "reddiff": {"obs_weight", "weight", "sigma_x0", "init"},
+    "resample": {
+        "travel_steps", "pixel_lr", "latent_lr", "latent_patience", "tol", "weight_decay", "final_latent", "reference",
+    },
 }  # fmt: skip
 #: what the runner passes itself, and DPS / DiffPIR / DAPS's class labels (library use only)
 NOT_SETTINGS = {"prior", "operator", "pag", "num_steps", "progress", "cond"}
@@ -115,7 +118,17 @@ def test_option_types_from_annotations_and_hooks():
 
 
 def test_the_shipped_classes_are_registered():
-    assert [SOLVERS[n].cls for n in SHIPPED_OPTIONS] == [DPS, DiffPIR, PSLD, DAPS, DDNM, PiGDM, LatentDAPS, REDDiff]
+    assert [SOLVERS[n].cls for n in SHIPPED_OPTIONS] == [
+        DPS,
+        DiffPIR,
+        PSLD,
+        DAPS,
+        DDNM,
+        PiGDM,
+        LatentDAPS,
+        REDDiff,
+        ReSample,
+    ]
 
 
 @pytest.mark.parametrize(

@@ -176,7 +176,7 @@ def test_incompatible_pair_from_the_command_line(tiny_checkpoint, tmp_path, scri
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: solver=diffpir needs ") and "prox_l2" in line
-    assert "solvers that can: dps, daps, reddiff (pixel priors); latent_daps (latent priors)" in line
+    assert "solvers that can: dps, daps, reddiff (pixel priors); latent_daps, resample (latent priors)" in line
     assert not results.exists()
 
 

@@ -64,6 +64,14 @@ CASES: dict[str, Case] = {
         {"ode_steps": 2},
     ),
     "reddiff": Case("reddiff", "tiny_adm", {"lam": 0.25, "lr": 0.1}, 4),
+    # 6 steps resampling at every counted-down index 1..4: pixel searches at 4, 3, 2, a latent one at 1, the final one
+    "resample": Case(
+        "resample",
+        "tiny_sd",
+        {"zeta": 0.5, "gamma": 40.0, "pixel_iters": 5, "latent_iters": 5, "resample_every": 1},
+        6,
+        {"travel_steps": 2, "latent_patience": 2},
+    ),
 }
 
 
