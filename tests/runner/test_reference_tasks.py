@@ -135,7 +135,7 @@ def test_the_switch_is_refused_for_solvers_that_reproduce_no_code_and_taken_by_t
     for solver in ("dps", "diffpir", "daps"):
         runner.validate(compose(f"solver={solver}", "solver.reference=true"))
     assert {n for n, spec in SOLVERS.items() if spec.has_reference_mode} == {
-        "dps", "diffpir", "psld", "daps", "latent_daps",
+        "dps", "diffpir", "psld", "daps", "latent_daps", "resample",
     }  # fmt: skip
 
 
