@@ -45,8 +45,11 @@ def check_same_images(a: dict, b: dict) -> None:
         )
 
 
-def table(a: dict, a_row: str, b: dict, b_row: str, tasks: Sequence[str] | None = None) -> str:
-    """A markdown table: one line per task, ``B - A`` of each metric as mean ± standard error, and the image count."""
+def table(
+    a: dict, a_row: str, b: dict, b_row: str, tasks: Sequence[str] | None = None, label: str | None = None
+) -> str:
+    """A markdown table: one line per task, ``B - A`` of each metric as mean ± standard error, and the image count;
+    ``label`` names the comparison (default ``<b_row> − <a_row>``)."""
     check_same_images(a, b)
     tasks = list(tasks or [t for t in a["results"] if t in b["results"]])
     header = ["task", "B − A", *(f"{m.upper()} difference ± SE (B higher on)" for m in METRICS), "images"]
@@ -58,7 +61,7 @@ def table(a: dict, a_row: str, b: dict, b_row: str, tasks: Sequence[str] | None 
             mean, se, n, higher = paired_difference(rows_a[a_row][metric], rows_b[b_row][metric])
             digits = 2 if metric == "psnr" else 3
             cells.append(f"{mean:+.{digits}f} ± {se:.{digits}f} ({higher}/{n})")
-        lines.append("| " + " | ".join([task, f"{b_row} − {a_row}", *cells, str(n)]) + " |")
+        lines.append("| " + " | ".join([task, label or f"{b_row} − {a_row}", *cells, str(n)]) + " |")
     return "\n".join(lines)
 
 
@@ -69,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--b", help="report.json of row B (default: --a)")
     parser.add_argument("--b-row", required=True)
     parser.add_argument("--tasks", default="", help="comma-separated (default: every task of both)")
+    parser.add_argument("--label", help="the comparison's name in the table (default: '<b-row> − <a-row>')")
     args = parser.parse_args(argv)
     a = load(args.a)
     b = load(args.b) if args.b else a
-    print(table(a, args.a_row, b, args.b_row, [t for t in args.tasks.split(",") if t] or None))
+    print(table(a, args.a_row, b, args.b_row, [t for t in args.tasks.split(",") if t] or None, args.label))

@@ -37,6 +37,8 @@ def test_table_across_two_reports(tmp_path, capsys):
     line = capsys.readouterr().out.strip().splitlines()[-1]
     # images 0, 1: differences +1, -1 -> mean 0, std sqrt(2), SE 1; SSIM +0.1 on both
     assert line == "| hdr | PAG − no PAG | +0.00 ± 1.00 (1/2) | +0.100 ± 0.000 (2/2) | 2 |"
+    main(["--a", str(tmp_path / "a.json"), "--a-row", "no PAG", "--b-row", "PAG", "--label", "B vs A"])
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("| hdr | B vs A | -11.00 ± 0.58 (0/3) |")
     (tmp_path / "c.json").write_text(json.dumps(report([0.0, 0.0], [1.0, 1.0], start=5)))
     with pytest.raises(ValueError, match="different images: start 0 vs 5"):
         main(["--a", str(tmp_path / "a.json"), "--a-row", "no PAG", "--b", str(tmp_path / "c.json"), "--b-row", "PAG"])
