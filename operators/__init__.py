@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import CAPABILITIES, NoiseSpec, Operator, as_noise_model
+from .base import CAPABILITIES, NoiseSpec, Operator, WeightsFile, as_noise_model
 from .blur import Blur, GaussianBlur, MotionBlur, gaussian_kernel, motion_kernel
 from .custom import FunctionOperator, from_function, load_operator, resolve_operator
 from .hdr import HighDynamicRange
 from .inpaint import BoxInpainting, Inpainting, RandomInpainting
 from .kernel_wizard import KernelWizard, KernelWizardOptions
 from .noise import GaussianNoise, NoiseModel, NoNoise, PoissonNoise, make_noise
-from .nonlinear_blur import BlurWeightsMissing, NonlinearBlur, load_kernel_wizard
+from .nonlinear_blur import BlurWeightsMissing, NonlinearBlur, default_weights_path, load_kernel_wizard
 from .phase_retrieval import PhaseRetrieval
 from .random import as_generator_list, generators_from_seeds, parameter_generators, randn
 from .resize import SuperResolution
@@ -72,8 +72,10 @@ __all__ = [
     "PoissonNoise",
     "RandomInpainting",
     "SuperResolution",
+    "WeightsFile",
     "as_generator_list",
     "as_noise_model",
+    "default_weights_path",
     "from_function",
     "gaussian_kernel",
     "generators_from_seeds",

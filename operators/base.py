@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -19,6 +20,20 @@ CAPABILITIES: tuple[str, ...] = ("differentiable", "linear", "pinv", "prox_l2")
 
 #: what ``noise=`` accepts: a model, a config mapping such as ``{"name": "gaussian", "sigma": 0.05}``, or None
 NoiseSpec = NoiseModel | Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """A weights file an operator reads (a learned forward model), for the runner's weights handling: what it is,
+    its file name, where its publisher points to get it, its size and SHA-256 where known, and ``manual``: why the
+    link is followed by hand rather than downloaded (None: a direct download)."""
+
+    what: str
+    filename: str
+    url: str
+    size_mb: float | None = None
+    sha256: str | None = None
+    manual: str | None = None
 
 
 def as_noise_model(noise: NoiseSpec) -> NoiseModel:
@@ -58,6 +73,9 @@ class Operator(nn.Module):
 
     #: registry name, set by subclasses
     name: str = "operator"
+
+    #: the weights file the operator reads without an explicit path (None: none); ``scripts/fetch_weights.py`` lists it
+    weights_file: ClassVar[WeightsFile | None] = None
 
     #: A is linear and ``adjoint`` is its exact adjoint. Conservative default: False for an operator without an
     #: adjoint; a subclass that defines ``adjoint`` is linear unless it sets ``is_linear`` itself (an adjoint

@@ -16,6 +16,13 @@ draws one code per image from the explicit generators (DPS's distribution, batch
 same recipe at the code's shape) for every image.
 
 The network needs images whose sides are multiples of 128 (its U-Net halves the 1/4-size features five times).
+
+Weights: the references' only source is a Google Drive link (bkse's README "GOPRO wVAE"; DAPS's ``download.sh`` runs
+``gdown https://drive.google.com/uc?id=1vRoDpIsrTRYZKsOMPNbPcMtFDpCT6Foy``). The file is about 461 MB (115,265,475
+float32 parameters in the published state-dict format), and Google Drive answers files that large with a
+confirmation page instead of the file, so it is not downloaded automatically: without ``weights=`` it is looked for
+in torch's checkpoint cache (``default_weights_path``, where ``scripts/fetch_weights.py --list task=nonlinear_deblur``
+says to put it), and a missing file is one error naming the link and that path. No SHA-256 is published for it.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .base import NoiseSpec, Operator
+from .base import NoiseSpec, Operator, WeightsFile
 from .kernel_wizard import KernelWizard, KernelWizardOptions
 from .phase_retrieval import check_convention
 from .random import Generators, parameter_generators
@@ -35,6 +42,10 @@ from .random import Generators, parameter_generators
 #: where the references point to get the weights: bkse's README ("GOPRO wVAE"), also DAPS's README and download.sh
 WEIGHTS_URL = "https://drive.google.com/file/d/1vRoDpIsrTRYZKsOMPNbPcMtFDpCT6Foy"
 WEIGHTS_FILE = "GOPRO_wVAE.pth"
+#: its size from the state-dict format (115,265,475 float32 parameters); nobody publishes a SHA-256 of it
+WEIGHTS_SIZE_MB = 461.0
+#: why it is not downloaded automatically (``runner.download.Source.manual``)
+WEIGHTS_MANUAL = "Google Drive answers files this large with a confirmation page, not the file"
 #: the std of the random kernel code (both references: ``randn(...) * 1.2``)
 CODE_STD = 1.2
 
@@ -44,11 +55,20 @@ class BlurWeightsMissing(FileNotFoundError, ValueError):
     line like any other bad task setting)."""
 
 
+def default_weights_path() -> Path:
+    """Where the weights are found with no path given: torch's checkpoint cache,
+    ``$TORCH_HOME/hub/checkpoints/GOPRO_wVAE.pth`` (read now, so TORCH_HOME may change)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
+
+
 def missing_weights_message(path: Path) -> str:
+    """One line: the file, the link to download it from by hand (not automatic: ``WEIGHTS_MANUAL``) and where to
+    put it."""
     return (
-        f"nonlinear_deblur needs bkse's {WEIGHTS_FILE}, not found at {path.absolute()}: download it from {WEIGHTS_URL} "
-        "(the 'GOPRO wVAE' link of VinAIResearch/blur-kernel-space-exploring's README, also in DAPS's README) and "
-        f"put it there, or point task.params.weights=<path> to it"
+        f"nonlinear_deblur needs bkse's {WEIGHTS_FILE} (~{WEIGHTS_SIZE_MB:.0f} MB), not found at {path.absolute()}: "
+        f"download it by hand from {WEIGHTS_URL} (the 'GOPRO wVAE' link of VinAIResearch/blur-kernel-space-exploring's "
+        f"README, also DAPS's download.sh; not downloaded automatically: {WEIGHTS_MANUAL}) and put it at "
+        f"{path.absolute()}, or point task.params.weights=<path> to it"
     )
 
 
@@ -65,11 +85,19 @@ def load_kernel_wizard(path: str | os.PathLike, opt: KernelWizardOptions | None 
 
 class NonlinearBlur(Operator):
     """A x = clip(2 G((x + 1) / 2, k) - 1, -1, 1) (module notes). ``weights``: the path of ``GOPRO_wVAE.pth``
-    (or ``network=``, a KernelWizard already built, e.g. with random weights in tests). ``generator``: one per image
+    (default: ``default_weights_path()``, torch's checkpoint cache), or ``network=``, a KernelWizard already built
+    (e.g. with random weights in tests). ``generator``: one per image
     (one code each) or a single one (one code for the batch); not used by ``convention="daps"``."""
 
     name = "nonlinear_blur"
     is_linear = False
+    weights_file = WeightsFile(
+        what=f"bkse's {WEIGHTS_FILE} (the learned blur of task=nonlinear_deblur)",
+        filename=WEIGHTS_FILE,
+        url=WEIGHTS_URL,
+        size_mb=WEIGHTS_SIZE_MB,
+        manual=WEIGHTS_MANUAL,
+    )
 
     def __init__(
         self,
@@ -82,14 +110,16 @@ class NonlinearBlur(Operator):
     ):
         super().__init__(noise)
         check_convention(convention, "nonlinear_blur")
-        if (weights is None) == (network is None):
-            raise ValueError(f"nonlinear_blur: give exactly one of weights=<path to {WEIGHTS_FILE}> or network=")
+        if weights is not None and network is not None:
+            raise ValueError(f"nonlinear_blur: give weights=<path to {WEIGHTS_FILE}> or network=, not both")
         if image_size % KernelWizard.code_stride:
             raise ValueError(
                 f"nonlinear_blur needs an image size that is a multiple of {KernelWizard.code_stride} "
                 f"(the learned blur's U-Net), got {image_size}"
             )
-        self.network = load_kernel_wizard(weights) if network is None else network.requires_grad_(False)
+        if network is None:
+            network = load_kernel_wizard(default_weights_path() if weights is None else weights)
+        self.network = network.requires_grad_(False)
         self.convention = convention
         shape = self.network.code_shape(image_size, image_size)
         if convention == "daps":

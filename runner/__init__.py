@@ -23,7 +23,7 @@ from .preflight import preflight
 from .priors import PRIORS, PriorFamily
 from .resolvers import register_resolvers
 from .run import Experiment, Plan, dry_run, one_line, plan, run, summarize, task_dir
-from .seeds import ImageStreams, image_streams, stream_seed
+from .seeds import ImageStreams, image_streams, restart_generators, restart_seed, stream_seed
 from .store import CSV_COLUMNS, TaskFolder, read_metrics_csv
 from .validate import validate
 from .weights import Need, is_offline, prefetch_command
@@ -79,6 +79,8 @@ __all__ = [
     "register_resolvers",
     "resolve_path",
     "resolve_settings",
+    "restart_generators",
+    "restart_seed",
     "restore_batch",
     "run",
     "run_needs",

@@ -19,7 +19,7 @@ from .config import Settings, group_options, operator_params, task_noise
 from .errors import SetupError
 from .priors import build_prior as build_prior
 from .priors import prior_needs
-from .weights import Need, metric_needs
+from .weights import Need, metric_needs, operator_needs
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
@@ -42,8 +42,9 @@ def select_dtype(name: str) -> torch.dtype:
 
 # -- priors ---------------------------------------------------------------------------------------------------
 def run_needs(cfg: DictConfig) -> list[Need]:
-    """Every file a run of ``cfg`` reads: its prior's (``runner.priors``) and its metrics' networks."""
-    return [*prior_needs(cfg.prior), *metric_needs(cfg)]
+    """Every file a run of ``cfg`` reads: its prior's (``runner.priors``), its operator's (the learned blur's
+    network) and its metrics' networks."""
+    return [*prior_needs(cfg.prior), *operator_needs(cfg.task), *metric_needs(cfg)]
 
 
 def prior_image_size(prior: DiffusionPrior) -> int:

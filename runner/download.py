@@ -94,6 +94,9 @@ class Source:
     required: tuple[str, ...] = ()
     sha256: str | None = None
     size_mb: float | None = None  # as its publisher states it (torchvision's weights' ``_file_size``); None: unknown
+    #: why ``url`` is a page a person follows rather than a file to download (None: downloaded automatically): such
+    #: a file is never fetched; a missing one is an error naming the link and ``destination()``, where it is found
+    manual: str | None = None
 
     @property
     def is_snapshot(self) -> bool:
@@ -196,6 +199,8 @@ def fetch(source: Source, *, offline: bool = False, progress: bool = True, timeo
     path = cached(source)
     if path is not None:
         return verify_pinned(source, path)
+    if source.manual:
+        raise WeightsMissing(manual_message(source))
     if offline or env_offline():
         raise WeightsMissing(f"{source.what}: {source.describe()} is not in the cache ({source.destination()})")
     if source.key() in _FAILED:
@@ -210,6 +215,16 @@ def fetch(source: Source, *, offline: bool = False, progress: bool = True, timeo
     except WeightsError as exc:
         _FAILED[source.key()] = exc
         raise
+
+
+def manual_message(source: Source) -> str:
+    """One line for a missing file that is not downloaded automatically (``Source.manual``): the link and the path
+    where it is found with no setting."""
+    size = f" (~{source.size_mb:.0f} MB)" if source.size_mb else ""
+    return (
+        f"{source.what}{size} is not downloaded automatically ({source.manual}): download it by hand from "
+        f"{source.describe()} and put it at {source.destination()}, where it is found with no setting"
+    )
 
 
 def forget_failures() -> None:

@@ -23,11 +23,12 @@ from evaluation.statistics import image_statistics
 from imaging.io import quantize
 from imaging.shapes import ShapesDataset
 from operators import Operator
+from solvers import restore_best_of
 
 from .build import build_operator, build_solver, prior_image_size
 from .config import Settings, resolve_settings
 from .data import build_dataset
-from .seeds import image_streams
+from .seeds import image_streams, restart_generators
 
 
 @dataclass
@@ -43,6 +44,10 @@ class HeldOutBatch:
     def generators(self) -> list[torch.Generator]:
         """Fresh per-image sampler generators (the streams ``runner.run`` gives these images)."""
         return image_streams(self.seed, self.indices).sampler
+
+    def restart_generators(self, restarts: int) -> list[list[torch.Generator]]:
+        """Fresh sampler generators of ``restarts`` restarts of these images (``[0]``: ``generators()``)."""
+        return restart_generators(self.seed, self.indices, restarts)
 
 
 def held_out_batch(cfg: DictConfig, prior) -> HeldOutBatch:
@@ -60,12 +65,13 @@ def restore_batch(
     cfg: DictConfig, prior, batch: HeldOutBatch, progress: bool = False
 ) -> tuple[Tensor, float, Settings]:
     """The solver ``cfg`` resolves to, run on the whole batch at once: (x_hat, seconds, settings).
-    Results do not depend on the batch: every image draws from its own generator."""
+    Results do not depend on the batch: every image draws from its own generator. With ``solver.restarts`` > 1, per
+    image the restart whose measurement fits best (``solvers.restore_best_of``), as ``runner.run`` does."""
     settings = resolve_settings(cfg)
     solver = build_solver(settings, cfg.solver, prior, batch.operator, progress=progress)
     start = time.time()
-    x_hat = solver.restore(batch.y, batch.generators())
-    return x_hat, time.time() - start, settings
+    kept = restore_best_of(solver, batch.y, batch.restart_generators(int(cfg.solver.get("restarts", 1))))
+    return kept.x_hat, time.time() - start, settings
 
 
 def pixel_scores(x_hat: Tensor, x: Tensor) -> dict[str, list[float]]:

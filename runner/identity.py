@@ -47,6 +47,9 @@ def experiment_identity(cfg: DictConfig, settings: Settings, size: int) -> dict[
     # the chosen solver's own options (step sizes and num_steps are in the effective settings)
     solver_cfg = _container(cfg.solver)
     solver = {"name": settings.solver, **{k: solver_cfg.get(k) for k in SOLVERS[settings.solver].options}}
+    restarts = solver_cfg.get("restarts", 1)
+    if restarts != 1:  # best of several runs: other images (left out at 1, so folders made before it keep their name)
+        solver["restarts"] = restarts
     effective = {k: v for k, v in settings.to_dict().items() if k != "sources"}
     metrics = cfg.metrics
     return {

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from evaluation import ImageScorer, MetricResult, describe, distribution_between_files
 from imaging import image_row, restoration_grid, save_image
 from operators import Operator
-from solvers import SOLVERS, DivergenceError, StepInfo
+from solvers import SOLVERS, DivergenceError, StepInfo, restore_best_of
 from solvers.chain import should_call
 
 from .build import (
@@ -38,7 +38,7 @@ from .config import Settings, check_compatible, operator_params, resolve_setting
 from .data import DataSet, Sample, build_dataset
 from .errors import Interrupted, SetupError
 from .identity import experiment_identity, task_as_run, task_folder
-from .seeds import image_streams
+from .seeds import image_streams, restart_generators
 from .store import TaskFolder
 from .validate import validate
 from .weights import is_offline, metric_files, prefetch_command
@@ -90,6 +90,8 @@ class Restored:
     recon: torch.Tensor
     frames: list[torch.Tensor]
     pasted: torch.Tensor | None = None  # inpainting: mask * label + (1 - mask) * recon
+    restart: int = 0  # solver.restarts > 1: the kept restart (0-based)
+    residuals: list[float] | None = None  # solver.restarts > 1: ||y - A(x_hat)||_2 of every restart
 
 
 def task_dir(cfg: DictConfig) -> Path:
@@ -220,18 +222,38 @@ class Experiment:
             )
 
     # -- one batch --------------------------------------------------------------------------------------------
-    def restore(self, samples: list[Sample], labels: torch.Tensor, on_step: Callable[[], None] | None = None):
-        """Measure and restore ``labels`` (B, 3, H, W); ``on_step()`` after every solver step. Raises
-        ``DivergenceError``."""
+    @property
+    def restarts(self) -> int:
+        """``solver.restarts``: runs per image, the one whose measurement fits best kept (1: a single run)."""
+        return int(self.cfg.solver.get("restarts", 1))
+
+    def restore(
+        self,
+        samples: list[Sample],
+        labels: torch.Tensor,
+        on_step: Callable[[], None] | None = None,
+        on_restart: Callable[[int, int], None] | None = None,
+    ):
+        """Measure and restore ``labels`` (B, 3, H, W); ``on_step()`` after every solver step, ``on_restart(k, n)``
+        before restart k of n (``solver.restarts``). Raises ``DivergenceError``."""
         cfg = self.cfg
-        streams = image_streams(int(cfg.seed), [s.index for s in samples])
+        indices = [s.index for s in samples]
+        streams = image_streams(int(cfg.seed), indices)
         operator = build_operator(cfg.task, self.size, streams.operator, self.reference, self.settings.solver)
         operator = operator.to(self.device)
         x = labels.to(self.device, self.dtype)
         y = operator.measure(x, streams.noise)
         solver = build_solver(self.settings, cfg.solver, self.prior, operator, progress=False)  # the run's bar
-        frames: list[list[torch.Tensor]] = [[] for _ in samples]
+        restarts = self.restarts
+        # frames[k][b]: the progress frames of restart k of image b (the kept restart's are saved)
+        frames: list[list[list[torch.Tensor]]] = [[[] for _ in samples] for _ in range(restarts)]
+        current = [0]
         every = int(cfg.progress_every)
+
+        def restart_begins(k: int, n: int) -> None:
+            current[0] = k
+            if on_restart is not None:
+                on_restart(k, n)
 
         def step_done(info: StepInfo) -> None:
             if on_step is not None:
@@ -243,10 +265,12 @@ class Experiment:
                 with torch.no_grad():
                     x0_hat = self.prior.decode(x0_hat)
             for b, frame in enumerate(x0_hat.detach().float().clamp(-1, 1).cpu()):
-                frames[b].append(frame)
+                frames[current[0]][b].append(frame)
 
-        recon = solver.restore(y, streams.sampler, callback=step_done, callback_every=1)
-        recon = recon.detach().float().cpu()
+        # restart 0 draws from streams.sampler's seeds: solver.restarts=1 is exactly one restore
+        generators = restart_generators(int(cfg.seed), indices, restarts)
+        kept = restore_best_of(solver, y, generators, on_restart=restart_begins, callback=step_done, callback_every=1)
+        recon = kept.x_hat.detach().float().cpu()
         pasted = paste(operator, recon, labels) if operator.observed_mask is not None else None
         return [
             Restored(
@@ -254,8 +278,10 @@ class Experiment:
                 labels[b],
                 y[b].detach().float().cpu(),
                 recon[b],
-                frames[b],
+                frames[kept.best[b]][b],
                 None if pasted is None else pasted[b],
+                restart=kept.best[b],
+                residuals=kept.residuals[:, b].tolist() if restarts > 1 else None,
             )
             for b, s in enumerate(samples)
         ]
@@ -289,6 +315,8 @@ class Experiment:
             "seconds": round(seconds, 3),
             "error": "",
             "source": result.sample.source,
+            # solver.restarts > 1: which restart was kept, and ||y - A(x_hat)||_2 of each (the smallest wins)
+            **({} if result.residuals is None else {"restart": result.restart, "residuals": result.residuals}),
         }
 
 
@@ -604,14 +632,15 @@ def _warn_other_batch_size(exp: Experiment, records: dict[str, dict[str, Any]], 
 def _restore_pending(exp: Experiment, pending: list[list[Sample]], records: dict[str, dict[str, Any]]) -> None:
     """Restore, save and record the batches ``pending``, each whole (``records`` is updated)."""
     cfg, folder, data = exp.cfg, exp.folder, exp.data
-    steps = exp.settings.num_steps
+    steps = exp.settings.num_steps * exp.restarts  # per image: every restart's steps
     images = sum(len(batch) for batch in pending)
     # one bar over the job, in image-steps, so it moves (and its ETA holds) while a batch of images is sampled;
     # to a file or pipe it writes plain lines now and then rather than a redrawn line
     interactive = sys.stderr.isatty()
     with tqdm(
         total=images * steps,
-        desc=f"{cfg.task.name} ({images} images x {steps} steps)",
+        desc=f"{cfg.task.name} ({images} images x {steps} steps)"
+        + (f" ({exp.restarts} restarts x {exp.settings.num_steps})" if exp.restarts > 1 else ""),
         unit="step",
         disable=not cfg.show_progress,
         mininterval=0.5 if interactive else 30,
@@ -636,7 +665,12 @@ def _restore_pending(exp: Experiment, pending: list[list[Sample]], records: dict
                 tic, start_n = time.perf_counter(), bar.n
                 try:
                     advance = functools.partial(bar.update, len(group_samples))  # one step of each image
-                    results = exp.restore(group_samples, torch.stack(group_labels), advance)
+                    results = exp.restore(
+                        group_samples,
+                        torch.stack(group_labels),
+                        advance,
+                        lambda k, n: bar.set_postfix_str(f"restart {k + 1}/{n}") if n > 1 else None,
+                    )
                 except DivergenceError as exc:
                     bar.update(start_n - bar.n)  # back to where the group started: its steps are redone or failed
                     if len(group_samples) > 1:  # find which image diverged: each alone (a rerun does the same)

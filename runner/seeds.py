@@ -1,5 +1,8 @@
 """Per-image random streams: three independent generators per image, seeded from (seed, image index, stream).
 
+Restarts (``solver.restarts``): restart 0 of an image draws from its sampler stream, restart k >= 1 from a sampler
+stream of its own, seeded from (seed, image index, sampler stream, k) (``restart_generators``).
+
 Image ``index`` (its position in the run's data set: in the sorted folder listing, or for procedural shapes counted
 from ``data.start``) always gets the same operator parameters, measurement noise and sampler noise, whatever the batch
 size, the shard or how often the run was resumed.
@@ -40,3 +43,23 @@ def image_streams(seed: int, indices: Sequence[int]) -> ImageStreams:
         return [torch.Generator().manual_seed(stream_seed(seed, i, stream)) for i in indices]
 
     return ImageStreams(gens(OPERATOR), gens(NOISE), gens(SAMPLER))
+
+
+def restart_seed(seed: int, index: int, restart: int) -> int:
+    """The sampler seed of restart ``restart`` of image ``index``: restart 0 is the image's ``SAMPLER`` stream (a run
+    without restarts), restart k >= 1 ``SeedSequence([seed, index, SAMPLER, k])``."""
+    if restart < 0:
+        raise ValueError(f"restart must be >= 0, got {restart}")
+    if restart == 0:
+        return stream_seed(seed, index, SAMPLER)
+    if min(seed, index) < 0:
+        raise ValueError(f"seed and index must be >= 0, got {seed}, {index}")
+    return int(np.random.SeedSequence([int(seed), int(index), SAMPLER, int(restart)]).generate_state(1)[0])
+
+
+def restart_generators(seed: int, indices: Sequence[int], restarts: int) -> list[list[torch.Generator]]:
+    """Fresh sampler generators for ``restarts`` restarts of the images ``indices``: ``[k][b]`` for restart k of
+    image b; ``[0]`` is ``image_streams(seed, indices).sampler``."""
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+    return [[torch.Generator().manual_seed(restart_seed(seed, i, k)) for i in indices] for k in range(restarts)]

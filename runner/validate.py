@@ -120,6 +120,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "pag.mode": one_of(*PAG_MODES),
     "pag.interval": (_interval, "null or [t_lo, t_hi] with 0 <= t_lo <= t_hi (timesteps), e.g. [0,500]"),
     "solver.num_steps": int_at_least(1, nullable=True),
+    "solver.restarts": int_at_least(1),
     "steps.row": (lambda v: v is None or isinstance(v, str), "null or a row of the step-size table"),
     "prior.image_size": int_at_least(1),
     "data.limit": int_at_least(1, nullable=True),

@@ -104,6 +104,25 @@ def metric_needs(cfg: DictConfig) -> list[Need]:
     return needs
 
 
+def operator_needs(task_cfg: DictConfig) -> list[Need]:
+    """The weights file of a task's operator, where its class declares one (``weights_file``: the learned blur's
+    ``GOPRO_wVAE.pth``): ``task.params.weights`` when given (the only copy then), else the file in torch's checkpoint
+    cache, which is where the operator looks with no path (its source is a link followed by hand, ``manual``)."""
+    from operators import OPERATORS
+
+    cls = OPERATORS.get(str(task_cfg.get("operator")))
+    spec = getattr(cls, "weights_file", None)
+    if spec is None:
+        return []
+    given = OmegaConf.select(task_cfg, "params.weights", default=None)
+    if given:
+        return [Need("task.params.weights", spec.what, Path(str(given)).expanduser(), None)]
+    source = Source(
+        spec.what, spec.filename, url=spec.url, sha256=spec.sha256, size_mb=spec.size_mb, manual=spec.manual
+    )
+    return [Need("task.params.weights", spec.what, None, source)]
+
+
 # -- using them -----------------------------------------------------------------------------------------------
 def resolve(need: Need, offline: bool, progress: bool = True) -> Path:
     """The local copy when it exists, else the source's cached or downloaded copy (``WeightsMissing`` offline or

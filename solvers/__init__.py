@@ -4,6 +4,8 @@
 its options, ``SolverOption``, read from the constructor): DPS, DiffPIR, DAPS, DDNM, PiGDM and RED-diff (pixel
 priors), PSLD, LatentDAPS and ReSample (latent priors). Each is its settings and its
 ``step(ctx, i, x) -> (x_next, x0_hat)``; ``run_chain`` (``ChainSolver.restore``) runs the steps for all of them.
+``restore_best_of`` runs any of them several times and keeps, per image, the run whose measurement fits best
+(restarts).
 """
 
 from .chain import ChainSolver, DivergenceError, StepContext, StepInfo, run_chain
@@ -31,6 +33,7 @@ from .registry import (
     solvers_that_fit,
 )
 from .resample import ReSample
+from .restarts import BestOf, measurement_residual, restore_best_of
 from .sample import sample
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "SOLVERS",
     "SPACES",
     "Allowed",
+    "BestOf",
     "ChainSolver",
     "DataProximal",
     "DiffPIR",
@@ -61,7 +65,9 @@ __all__ = [
     "data_prox",
     "default_solver",
     "fit_error",
+    "measurement_residual",
     "prior_space",
+    "restore_best_of",
     "run_chain",
     "sample",
     "solvers_for",

@@ -222,7 +222,8 @@ def test_solver_configs_share_the_base_keys_and_auto_has_the_defaults_keys():
     # keys of every solver it may pick, so solver.zeta=... / solver.eta=... work with it
     base = set(yaml.safe_load((CONF_DIR / "_solver_base.yaml").read_text()))
     keys = {name: set(_composed(f"solver={name}").solver) for name in ("auto", "dps", "psld")}
-    assert base == {"name", "num_steps", "reference"}  # reference: every solver's reproduction switch
+    # reference: every solver's reproduction switch; restarts: best of N runs for any solver
+    assert base == {"name", "num_steps", "reference", "restarts"}
     assert keys["dps"] == base | {"zeta", "clip_x0"}
     assert keys["psld"] >= base | {"omega", "gamma", "eta", "prompt", "cfg_scale"}
     assert keys["auto"] == keys["dps"] | keys["psld"]
