@@ -17,7 +17,8 @@ each set of images -- restorations of every row, unconditional samples at each P
 same metrics of as many other *data* images (the floor: what a perfect sampler gets), and the sets' sharpness /
 contrast / clipped-pixel statistics (``evaluation.statistics``) next to the data's. Every PAG row's restorations are
 also compared with its no-PAG row's on paired subsets (the same images in both, ``kid_difference_from_features``):
-the KID difference ± its own std, which says whether PAG's effect holds across the images drawn.
+the KID difference ± its own std, which says whether PAG's effect holds across the images drawn; and its PSNR / SSIM
+minus its no-PAG row's, image by image: the mean difference ± its standard error.
 
 Everything runs through the same code as ``scripts/restore.py`` (configs, step-size table, operators, per-image
 seed streams), with all images of a task in one batch (results do not depend on the batch: one generator per image).
@@ -30,7 +31,6 @@ training-split images beyond the first 10,000 the priors were trained on, for tu
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -44,11 +44,11 @@ from imaging.io import save_image, write_json, write_text
 from solvers import PAG, sample
 
 from ..build import build_prior, prior_image_size
-from ..config import compose, option_list, resolve_settings
-from ..errors import SetupError
+from ..config import compose, resolve_settings
 from ..heldout import ShapesReference, held_out_batch, pixel_scores, restore_batch
 from ..report import markdown_table
 from ..seeds import image_streams
+from .cli import checked_names, measurement_parser
 from .passes import PassCounter
 
 TASKS = ("box_inpaint", "sr4", "gaussian_deblur", "motion_deblur")
@@ -146,7 +146,9 @@ def evaluate_task(
             "settings": settings.describe(),
         }
         images[label] = x_hat
-        print(f"  {task:16s} {label:24s} PSNR {mean_std(rows[label]['psnr'])[0]:.2f}  ({seconds:.0f} s)")
+        print(f"  {task:16s} {label:24s} PSNR {mean_std(rows[label]['psnr'])[0]:.2f}  ({seconds:.0f} s)", flush=True)
+    for label, baseline in paired_baselines(list(images)).items():
+        rows[label]["pixel_vs_baseline"] = {"baseline": baseline} | pixel_difference(rows[label], rows[baseline])
     if distribution is not None:
         for label, image_set in images.items():
             rows.setdefault(label, {})["distribution"] = distribution(image_set)
@@ -166,6 +168,58 @@ def paired_baselines(labels: list[str]) -> dict[str, str]:
         elif baseline is not None and label not in ("label", "naive"):
             out[label] = baseline
     return out
+
+
+def paired_difference(values: list[float], baseline: list[float]) -> tuple[float, float]:
+    """Mean of the per-image differences values[i] - baseline[i] and its standard error (sample std / sqrt(n);
+    nan for one image): the same images restored two ways, so what differs between them is the method alone."""
+    d = torch.tensor(values, dtype=torch.float64) - torch.tensor(baseline, dtype=torch.float64)
+    se = float(d.std() / len(d) ** 0.5) if len(d) > 1 else float("nan")
+    return float(d.mean()), se
+
+
+def pixel_difference(row: dict, baseline: dict) -> dict[str, float]:
+    """PSNR and SSIM of ``row`` minus its ``baseline`` row's, paired per image, each with its standard error."""
+    psnr, psnr_se = paired_difference(row["psnr"], baseline["psnr"])
+    ssim, ssim_se = paired_difference(row["ssim"], baseline["ssim"])
+    return {
+        "psnr_difference": psnr,
+        "psnr_difference_se": psnr_se,
+        "ssim_difference": ssim,
+        "ssim_difference_se": ssim_se,
+    }
+
+
+def pixel_difference_table(results: dict[str, dict]) -> str:
+    """PSNR / SSIM of each PAG row minus its no-PAG row's, per image, mean ± standard error: the PAG effect and
+    whether it holds across the images (each row's own std, above, mostly measures how the images differ)."""
+    first = next(iter(results.values()))["rows"]
+    labels = [label for label, r in first.items() if "pixel_vs_baseline" in r]
+    if not labels:
+        return ""
+
+    def cell(r: dict) -> str:
+        d = r["pixel_vs_baseline"]
+        psnr = f"{d['psnr_difference']:+.2f} ± {d['psnr_difference_se']:.2f}"
+        return f"{psnr} / {d['ssim_difference']:+.3f} ± {d['ssim_difference_se']:.3f}"
+
+    cells = [
+        [f"{label} − {first[label]['pixel_vs_baseline']['baseline']}"]
+        + [cell(results[task]["rows"][label]) for task in results]
+        for label in labels
+    ]
+    return markdown_table(["PSNR dB / SSIM difference ± s.e. (paired)", *results], cells)
+
+
+def task_cost_table(results: dict[str, dict]) -> str:
+    """Seconds per image and the network's forward / backward passes per image, per task."""
+    labels = [label for label, r in next(iter(results.values()))["rows"].items() if "seconds_per_image" in r]
+
+    def cell(r: dict) -> str:
+        return f"{r['seconds_per_image']:.2f} ({r['forward_passes']} / {r['backward_passes']})"
+
+    cells = [[label, *(cell(results[task]["rows"][label]) for task in results)] for label in labels]
+    return markdown_table(["s / image (forward / backward passes per image)", *results], cells)
 
 
 def kid_cell(r: dict) -> str:
@@ -315,35 +369,19 @@ def table(results: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prior", default="tiny_adm", choices=["tiny_adm", "tiny_sd"])
-    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser = measurement_parser(__doc__, tasks=",".join(TASKS), n=16, priors=["tiny_adm", "tiny_sd"])
     parser.add_argument("--scales", default="1,2,4", help="PAG scales besides 0; 'table': the table's per task")
     parser.add_argument("--intervals", default="", help="PAG intervals t_lo:t_hi,... (rows for each scale)")
-    parser.add_argument("--n", type=int, default=16, help="images per task")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--start", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=16, help="unconditional samples for the picture (0: none)")
     parser.add_argument("--unconditional", type=int, default=0, help="unconditional samples per scale for KID/FID")
     parser.add_argument("--sample-scales", default=None, help="PAG scales of the samples (default: 0 and --scales)")
     parser.add_argument("--sample-steps", type=int, default=0, help="sampling steps (0: the table's num_steps)")
     parser.add_argument("--sample-batch", type=int, default=32)
     parser.add_argument("--sample-cache", type=Path, default=None, help="keep / reuse the samples in this folder")
-    parser.add_argument("--features", default="shapes", help="KID/FID features (none: no distribution metrics)")
-    parser.add_argument("--reference", type=int, default=1000, help="reference data images for KID/FID")
     parser.add_argument("--solvers", default="", help="comma-separated solver names (default: the config's)")
     parser.add_argument("--x0-from", default="unguided", help="PAG rows for these pag.x0_from values")
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--progress", action="store_true")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("override", nargs="*", help="extra Hydra overrides, e.g. solver.zeta=2 pag.layers=[...]")
     args = parser.parse_args(argv)
-    try:  # before the prior and the reference features load
-        tasks = option_list("task", args.tasks)
-        option_list("solver", args.solvers)
-    except SetupError as exc:
-        parser.error(str(exc))
+    tasks, _ = checked_names(parser, args)  # before the prior and the reference features load
     if args.threads:
         torch.set_num_threads(args.threads)
     scales = parse_scales(args.scales)
@@ -375,7 +413,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     sections = []
     if results:
-        sections += [table(results), cost_table(results)]
+        sections += [table(results)]
+        if difference := pixel_difference_table(results):
+            sections.append(difference)
+        sections += [cost_table(results), task_cost_table(results)]
     if distribution is not None:
         report["features"] = distribution.extractor.name
         report["reference"] = {"split": "test", "start": distribution.start, "n": args.reference}

@@ -95,3 +95,52 @@ def test_distribution_table_shows_the_paired_difference_where_a_row_has_one():
     lines = tiny_report.distribution_table(rows, 64).splitlines()
     assert lines[2] == "| no PAG | 1.000 ± 0.250 |  | 40.00 | 0.0100 | 0.100 | 2.00 |"
     assert lines[3] == "| PAG s=1 | 1.000 ± 0.250 | -0.125 ± 0.050 | 40.00 | 0.0100 | 0.100 | 2.00 |"
+
+
+def test_paired_difference_is_the_mean_per_image_difference_and_its_standard_error():
+    # per-image differences 1, 0, 2: mean 1, sample std 1, standard error 1 / sqrt(3)
+    mean, se = tiny_report.paired_difference([20.0, 22.0, 25.0], [19.0, 22.0, 23.0])
+    assert mean == 1.0 and abs(se - 3**-0.5) < 1e-12
+    # a constant shift has no spread however far apart the images are: what pairing buys over two rows' own stds
+    assert tiny_report.paired_difference([10.0, 30.0, 50.0], [9.5, 29.5, 49.5]) == (0.5, 0.0)
+
+
+def test_pixel_difference_table_pairs_each_pag_row_with_its_own_no_pag_row():
+    def row(psnr, ssim):
+        return {"psnr": psnr, "ssim": ssim}
+
+    rows = {
+        "naive": row([10.0, 10.0], [0.1, 0.1]),
+        "dps no PAG": row([20.0, 24.0], [0.5, 0.7]),
+        "dps PAG (table)": row([21.0, 26.0], [0.5, 0.8]),  # +1, +2: mean +1.5, s.e. 0.5; SSIM 0, +0.1
+        "ddnm no PAG": row([30.0, 30.0], [0.9, 0.9]),
+        "ddnm PAG (table)": row([29.75, 29.75], [0.9, 0.9]),
+    }
+    for label, baseline in tiny_report.paired_baselines(["label", *rows]).items():
+        rows[label]["pixel_vs_baseline"] = {"baseline": baseline} | tiny_report.pixel_difference(
+            rows[label], rows[baseline]
+        )
+    assert set(tiny_report.paired_baselines(["label", *rows])) == {"dps PAG (table)", "ddnm PAG (table)"}
+    lines = tiny_report.pixel_difference_table({"box_inpaint": {"rows": rows}}).splitlines()
+    assert lines[0] == "| PSNR dB / SSIM difference ± s.e. (paired) | box_inpaint |"
+    assert lines[2] == "| dps PAG (table) − dps no PAG | +1.50 ± 0.50 / +0.050 ± 0.050 |"
+    assert lines[3] == "| ddnm PAG (table) − ddnm no PAG | -0.25 ± 0.00 / +0.000 ± 0.000 |"
+    assert len(lines) == 4
+
+
+def test_task_cost_table_lists_seconds_and_passes_per_task():
+    def row(seconds, forward, backward):
+        return {"seconds_per_image": seconds, "forward_passes": forward, "backward_passes": backward}
+
+    results = {
+        "sr4": {"rows": {"naive": {}, "pigdm no PAG": row(1.25, 50, 50), "pigdm PAG (table)": row(2.5, 100, 50)}},
+        "box_inpaint": {
+            "rows": {"naive": {}, "pigdm no PAG": row(1.0, 50, 50), "pigdm PAG (table)": row(2.0, 100, 50)}
+        },
+    }
+    lines = tiny_report.task_cost_table(results).splitlines()
+    assert lines[0] == "| s / image (forward / backward passes per image) | sr4 | box_inpaint |"
+    assert lines[2:] == [
+        "| pigdm no PAG | 1.25 (50 / 50) | 1.00 (50 / 50) |",
+        "| pigdm PAG (table) | 2.50 (100 / 50) | 2.00 (100 / 50) |",
+    ]

@@ -21,8 +21,16 @@ def test_tiny_prior_report_rows_passes_and_tables(tmp_path):
     assert (rows["no PAG"]["forward_passes"], rows["no PAG"]["backward_passes"]) == (2, 2)
     assert (rows["PAG s=1"]["forward_passes"], rows["PAG s=1"]["backward_passes"]) == (4, 2)
     assert report["command"] == "python scripts/tiny_prior_report.py " + " ".join(argv)
-    psnr, cost = (out / "table.md").read_text().strip().split("\n\n")
+    psnr, difference, cost, task_cost = (out / "table.md").read_text().strip().split("\n\n")
     assert psnr.splitlines()[0] == "| PSNR (dB) ± std / SSIM | box_inpaint |" and len(psnr.splitlines()) == 5
+    # the PAG row minus the no-PAG row, image by image, as the JSON's per-image PSNRs give it
+    d = [a - b for a, b in zip(rows["PAG s=1"]["psnr"], rows["no PAG"]["psnr"])]
+    assert rows["PAG s=1"]["pixel_vs_baseline"]["baseline"] == "no PAG"
+    assert math.isclose(rows["PAG s=1"]["pixel_vs_baseline"]["psnr_difference"], sum(d) / 2, abs_tol=1e-9)
+    assert math.isclose(rows["PAG s=1"]["pixel_vs_baseline"]["psnr_difference_se"], abs(d[0] - d[1]) / 2, abs_tol=1e-9)
+    assert difference.splitlines()[2].startswith("| PAG s=1 − no PAG | ")
+    passes = {line.split(" | ")[0][2:]: line.split(" | ")[1].split(" (")[1] for line in task_cost.splitlines()[2:]}
+    assert passes == {"no PAG": "2 / 2) |", "PAG s=1": "4 / 2) |"}
     # per image, summed over the one task: the passes above
     costs = {line.split(" | ")[0][2:]: line.split(" | ")[2:4] for line in cost.splitlines()[2:]}
     assert costs == {"no PAG": ["2", "2"], "PAG s=1": ["4", "2"]}
