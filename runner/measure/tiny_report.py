@@ -25,12 +25,16 @@ seed streams), with all images of a task in one batch (results do not depend on 
 ``--solvers`` runs each named solver (``solver=<name>``, its own step-size table rows) instead of the config's
 one; ``--x0-from`` adds a PAG row per choice of what the data term sees. Each row also records seconds per image and
 the network's forward / backward passes per image (counted with module hooks on the prior).
+``--merge DIR,DIR`` puts the report.json of runs split by ``--solvers`` or ``--tasks`` (shards run side by side on
+the same images) into one table.md / report.json in ``--out``, running nothing; shards that differ in images, seeds,
+overrides or KID reference are refused.
 The default images are the shapes *test* split, which training never sees; ``--split train --start 500000`` gives
 training-split images beyond the first 10,000 the priors were trained on, for tuning without touching the test set.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -380,7 +384,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample-cache", type=Path, default=None, help="keep / reuse the samples in this folder")
     parser.add_argument("--solvers", default="", help="comma-separated solver names (default: the config's)")
     parser.add_argument("--x0-from", default="unguided", help="PAG rows for these pag.x0_from values")
+    parser.add_argument("--merge", default="", help="output folders of runs to put in one table (nothing is run)")
     args = parser.parse_args(argv)
+    if args.merge:
+        folders = [Path(f) for f in args.merge.split(",") if f]
+        try:
+            report = merge_reports([json.loads((f / "report.json").read_text()) for f in folders])
+        except (OSError, ValueError) as exc:
+            parser.error(f"--merge: {exc}")
+        write_report(report | {"merged_from": [str(f) for f in folders]}, restoration_sections(report), args.out)
+        return
     tasks, _ = checked_names(parser, args)  # before the prior and the reference features load
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -411,21 +424,11 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python scripts/tiny_prior_report.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "results": {t: r["rows"] for t, r in results.items()},
     }
-    sections = []
-    if results:
-        sections += [table(results)]
-        if difference := pixel_difference_table(results):
-            sections.append(difference)
-        sections += [cost_table(results), task_cost_table(results)]
     if distribution is not None:
         report["features"] = distribution.extractor.name
         report["reference"] = {"split": "test", "start": distribution.start, "n": args.reference}
         report["data_statistics"] = distribution.data_stats
-        if results:
-            sections.append(restoration_kid_table(results))
-            if difference := restoration_kid_difference_table(results):
-                sections.append(difference)
-            sections.append(restoration_stats_table(results, distribution.data_stats))
+    sections = restoration_sections(report)
     if args.samples or args.unconditional:
         rows, pictures, info = unconditional(args, prior, distribution)
         # one row per PAG scale (0 first), same seeds in every row
@@ -434,9 +437,64 @@ def main(argv: list[str] | None = None) -> None:
         report["samples"] = info | {"distribution": rows}
         if rows:
             sections.append(distribution_table(rows, args.unconditional))
-    if distribution is not None:
-        sections.append(f"KID/FID features: {distribution.extractor.name}; reference: {args.reference} test images.")
-    write_json(args.out / "report.json", report)
+    write_report(report, sections, args.out)
+
+
+def restoration_sections(report: dict) -> list[str]:
+    """The restoration tables of a report (``report["results"]``: task -> row label -> row): PSNR / SSIM, their
+    paired differences, costs; with distribution metrics (``report["data_statistics"]``) KID, its paired
+    differences and the image statistics."""
+    results = {task: {"rows": rows} for task, rows in report["results"].items()}
+    if not results:
+        return []
+    sections = [table(results)]
+    if difference := pixel_difference_table(results):
+        sections.append(difference)
+    sections += [cost_table(results), task_cost_table(results)]
+    if "data_statistics" in report:
+        sections.append(restoration_kid_table(results))
+        if difference := restoration_kid_difference_table(results):
+            sections.append(difference)
+        sections.append(restoration_stats_table(results, report["data_statistics"]))
+    return sections
+
+
+def write_report(report: dict, sections: list[str], out: Path) -> None:
+    """report.json and table.md (the sections and the KID reference) in ``out``; the tables also to stdout."""
+    if "features" in report:
+        sections = [
+            *sections,
+            f"KID/FID features: {report['features']}; reference: {report['reference']['n']} test images.",
+        ]
+    write_json(out / "report.json", report)
     markdown = "\n\n".join(sections)
-    write_text(args.out / "table.md", markdown + "\n")
+    write_text(out / "table.md", markdown + "\n")
     print(markdown)
+
+
+#: what every merged report must share: the same images, seeds and KID reference, or the rows are not comparable
+MERGE_KEYS = ("prior", "split", "start", "n", "seed", "overrides", "features", "reference")
+
+
+def merge_reports(reports: list[dict]) -> dict:
+    """One report from several runs of the same measurement split by ``--solvers`` or ``--tasks`` (shards run side
+    by side): each task's rows in the order the reports come, the shared ``naive`` row once. Runs that differ in
+    their images, seeds, overrides or KID reference are refused (``ValueError``): their rows are not paired."""
+    first = reports[0]
+    for other in reports[1:]:
+        differing = [key for key in MERGE_KEYS if other.get(key) != first.get(key)]
+        if differing:
+            raise ValueError(f"cannot merge runs that differ in {', '.join(differing)}")
+    results: dict[str, dict] = {}
+    for report in reports:
+        for task, rows in report["results"].items():
+            merged = results.setdefault(task, {})
+            for label, row in rows.items():
+                if label in merged and label != "naive":
+                    raise ValueError(f"row {label!r} of {task} is in more than one run")
+                merged.setdefault(label, row)
+    labels = [list(rows) for rows in results.values()]
+    if any(set(ls) != set(labels[0]) for ls in labels):
+        raise ValueError("the merged runs do not give every task the same rows (a shard is missing)")
+    merged = {key: first[key] for key in (*MERGE_KEYS, "data_statistics") if key in first}
+    return merged | {"commands": [r["command"] for r in reports], "results": results}

@@ -2,6 +2,7 @@
 
 import argparse
 
+import pytest
 import torch
 
 from priors.adm import ADMPrior
@@ -144,3 +145,47 @@ def test_task_cost_table_lists_seconds_and_passes_per_task():
         "| pigdm no PAG | 1.25 (50 / 50) | 1.00 (50 / 50) |",
         "| pigdm PAG (table) | 2.50 (100 / 50) | 2.00 (100 / 50) |",
     ]
+
+
+def _shard(command: str, rows: dict[str, dict[str, dict]], **changes) -> dict:
+    """A report.json of one run of the measurement, as ``tiny_report.main`` writes it (no distribution metrics)."""
+    return {"prior": "tiny_adm", "split": "test", "start": 0, "n": 2, "seed": 0, "overrides": [], "command": command,
+            "results": rows} | changes  # fmt: skip
+
+
+def test_merge_reports_puts_shards_by_solver_and_by_task_in_one_table(tmp_path):
+    def row(psnr, seconds):
+        return {"psnr": psnr, "ssim": [0.5, 0.5], "seconds_per_image": seconds, "forward_passes": 100,
+                "backward_passes": 0}  # fmt: skip
+
+    naive = {"psnr": [10.0, 12.0], "ssim": [0.1, 0.1]}
+    by_solver = [
+        _shard("a", {t: {"naive": naive, "ddnm no PAG": row([20.0, 22.0], 1.0)} for t in ("sr4", "box_inpaint")}),
+        _shard("b", {t: {"naive": naive, "pigdm no PAG": row([21.0, 23.0], 2.0)} for t in ("sr4", "box_inpaint")}),
+    ]
+    merged = tiny_report.merge_reports(by_solver)
+    assert merged["commands"] == ["a", "b"] and list(merged["results"]) == ["sr4", "box_inpaint"]
+    assert list(merged["results"]["sr4"]) == ["naive", "ddnm no PAG", "pigdm no PAG"]
+    lines = tiny_report.table({t: {"rows": r} for t, r in merged["results"].items()}).splitlines()
+    assert lines[2:] == [
+        "| naive | 11.00 ± 1.41 / 0.100 | 11.00 ± 1.41 / 0.100 |",
+        "| ddnm no PAG | 21.00 ± 1.41 / 0.500 | 21.00 ± 1.41 / 0.500 |",
+        "| pigdm no PAG | 22.00 ± 1.41 / 0.500 | 22.00 ± 1.41 / 0.500 |",
+    ]
+    by_task = [
+        _shard("c", {"sr4": {"naive": naive, "ddnm no PAG": row([20.0, 22.0], 1.0)}}),
+        _shard("d", {"box_inpaint": {"naive": naive, "ddnm no PAG": row([24.0, 26.0], 3.0)}}),
+    ]
+    costs = tiny_report.cost_table({t: {"rows": r} for t, r in tiny_report.merge_reports(by_task)["results"].items()})
+    assert costs.splitlines()[2] == "| ddnm no PAG | 4.00 | 100 | 0 | 1.00 |"  # 1 s on sr4 + 3 s on box inpainting
+
+
+def test_merge_reports_refuses_runs_that_are_not_paired():
+    rows = {"sr4": {"naive": {}, "ddnm no PAG": {}}}
+    for change in ({"n": 4}, {"start": 500000}, {"seed": 1}, {"overrides": ["solver.eta=1"]}):
+        with pytest.raises(ValueError, match=f"differ in {next(iter(change))}"):
+            tiny_report.merge_reports([_shard("a", rows), _shard("b", rows, **change)])
+    with pytest.raises(ValueError, match="more than one run"):  # the same row measured twice
+        tiny_report.merge_reports([_shard("a", rows), _shard("b", rows)])
+    with pytest.raises(ValueError, match="a shard is missing"):  # ddnm ran on sr4 only, pigdm on box only
+        tiny_report.merge_reports([_shard("a", rows), _shard("b", {"box_inpaint": {"naive": {}, "pigdm no PAG": {}}})])
