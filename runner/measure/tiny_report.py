@@ -472,6 +472,35 @@ def write_report(report: dict, sections: list[str], out: Path) -> None:
     print(markdown)
 
 
+def run_solver(report: dict) -> str | None:
+    """The solver a report's rows ran (the first word of each row's ``settings``) if it is one, else None."""
+    names = {
+        row["settings"].split()[0] for rows in report["results"].values() for row in rows.values() if "settings" in row
+    }
+    return names.pop() if len(names) == 1 else None
+
+
+def with_solver(results: dict[str, dict], solver: str | None) -> dict[str, dict]:
+    """``results`` with each solver row's label (and its baseline's) prefixed by ``solver``, as a run of several
+    solvers labels them; labels that have it already, and ``naive``, stay."""
+    if solver is None:
+        return results
+
+    def name(label: str) -> str:
+        return label if label == "naive" or label.startswith(f"{solver} ") else f"{solver} {label}"
+
+    out = {}
+    for task, rows in results.items():
+        out[task] = {}
+        for label, row in rows.items():
+            row = dict(row)
+            for key in ("pixel_vs_baseline", "kid_vs_baseline"):
+                if key in row:
+                    row[key] = row[key] | {"baseline": name(row[key]["baseline"])}
+            out[task][name(label)] = row
+    return out
+
+
 #: what every merged report must share: the same images, seeds and KID reference, or the rows are not comparable
 MERGE_KEYS = ("prior", "split", "start", "n", "seed", "overrides", "features", "reference")
 
@@ -485,6 +514,9 @@ def merge_reports(reports: list[dict]) -> dict:
         differing = [key for key in MERGE_KEYS if other.get(key) != first.get(key)]
         if differing:
             raise ValueError(f"cannot merge runs that differ in {', '.join(differing)}")
+    solvers = [run_solver(report) for report in reports]
+    if len(set(solvers)) > 1:  # runs of one solver each label their rows without it: name it, as --solvers a,b would
+        reports = [report | {"results": with_solver(report["results"], s)} for report, s in zip(reports, solvers)]
     results: dict[str, dict] = {}
     for report in reports:
         for task, rows in report["results"].items():

@@ -189,3 +189,29 @@ def test_merge_reports_refuses_runs_that_are_not_paired():
         tiny_report.merge_reports([_shard("a", rows), _shard("b", rows)])
     with pytest.raises(ValueError, match="a shard is missing"):  # ddnm ran on sr4 only, pigdm on box only
         tiny_report.merge_reports([_shard("a", rows), _shard("b", {"box_inpaint": {"naive": {}, "pigdm no PAG": {}}})])
+
+
+def test_merge_names_the_solver_of_single_solver_runs():
+    """A run of one solver labels its rows "no PAG" / "PAG (table)"; merged with another solver's run, each row (and
+    the baseline its paired differences name) gets its solver, read from the row's settings, as ``--solvers a,b``."""
+
+    def rows(solver: str, d: float) -> dict:
+        setting = {"settings": f"{solver} on shapes/sr4: ...", "psnr": [20.0, 20.0], "ssim": [0.5, 0.5]}
+        pag = setting | {"pixel_vs_baseline": {"baseline": "no PAG", "psnr_difference": d, "psnr_difference_se": 0.0,
+                                               "ssim_difference": 0.0, "ssim_difference_se": 0.0}}  # fmt: skip
+        return {"sr4": {"naive": {"psnr": [9.0, 9.0]}, "no PAG": setting, "PAG (table)": pag}}
+
+    merged = tiny_report.merge_reports([_shard("a", rows("ddnm", 0.5)), _shard("b", rows("pigdm", -0.25))])
+    assert list(merged["results"]["sr4"]) == [
+        "naive", "ddnm no PAG", "ddnm PAG (table)", "pigdm no PAG", "pigdm PAG (table)"
+    ]  # fmt: skip
+    lines = tiny_report.pixel_difference_table({"sr4": {"rows": merged["results"]["sr4"]}}).splitlines()
+    assert lines[2:] == [
+        "| ddnm PAG (table) − ddnm no PAG | +0.50 ± 0.00 / +0.000 ± 0.000 |",
+        "| pigdm PAG (table) − pigdm no PAG | -0.25 ± 0.00 / +0.000 ± 0.000 |",
+    ]
+    # one solver split by task: nothing to name
+    same = tiny_report.merge_reports(
+        [_shard("a", rows("ddnm", 0.5)), _shard("b", {"box_inpaint": rows("ddnm", 1.0)["sr4"]})]
+    )
+    assert list(same["results"]["box_inpaint"]) == ["naive", "no PAG", "PAG (table)"]
