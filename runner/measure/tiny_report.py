@@ -472,6 +472,10 @@ def write_report(report: dict, sections: list[str], out: Path) -> None:
     print(markdown)
 
 
+#: rows every run of a measurement has, the same in each: the measurement at face value, the ground truth (its KID)
+SHARED_ROWS = ("naive", "label")
+
+
 def run_solver(report: dict) -> str | None:
     """The solver a report's rows ran (the first word of each row's ``settings``) if it is one, else None."""
     names = {
@@ -482,12 +486,12 @@ def run_solver(report: dict) -> str | None:
 
 def with_solver(results: dict[str, dict], solver: str | None) -> dict[str, dict]:
     """``results`` with each solver row's label (and its baseline's) prefixed by ``solver``, as a run of several
-    solvers labels them; labels that have it already, and ``naive``, stay."""
+    solvers labels them; labels that have it already, and the shared rows, stay."""
     if solver is None:
         return results
 
     def name(label: str) -> str:
-        return label if label == "naive" or label.startswith(f"{solver} ") else f"{solver} {label}"
+        return label if label in SHARED_ROWS or label.startswith(f"{solver} ") else f"{solver} {label}"
 
     out = {}
     for task, rows in results.items():
@@ -507,8 +511,9 @@ MERGE_KEYS = ("prior", "split", "start", "n", "seed", "overrides", "features", "
 
 def merge_reports(reports: list[dict]) -> dict:
     """One report from several runs of the same measurement split by ``--solvers`` or ``--tasks`` (shards run side
-    by side): each task's rows in the order the reports come, the shared ``naive`` row once. Runs that differ in
-    their images, seeds, overrides or KID reference are refused (``ValueError``): their rows are not paired."""
+    by side): each task's rows in the order the reports come, the shared rows (``SHARED_ROWS``) once, the ground truth
+    last as in one run. Runs that differ in their images, seeds, overrides or KID reference are refused
+    (``ValueError``): their rows are not paired."""
     first = reports[0]
     for other in reports[1:]:
         differing = [key for key in MERGE_KEYS if other.get(key) != first.get(key)]
@@ -522,9 +527,12 @@ def merge_reports(reports: list[dict]) -> dict:
         for task, rows in report["results"].items():
             merged = results.setdefault(task, {})
             for label, row in rows.items():
-                if label in merged and label != "naive":
+                if label in merged and label not in SHARED_ROWS:
                     raise ValueError(f"row {label!r} of {task} is in more than one run")
                 merged.setdefault(label, row)
+    for rows in results.values():
+        if "label" in rows:
+            rows["label"] = rows.pop("label")
     labels = [list(rows) for rows in results.values()]
     if any(set(ls) != set(labels[0]) for ls in labels):
         raise ValueError("the merged runs do not give every task the same rows (a shard is missing)")

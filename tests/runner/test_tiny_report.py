@@ -199,11 +199,11 @@ def test_merge_names_the_solver_of_single_solver_runs():
         setting = {"settings": f"{solver} on shapes/sr4: ...", "psnr": [20.0, 20.0], "ssim": [0.5, 0.5]}
         pag = setting | {"pixel_vs_baseline": {"baseline": "no PAG", "psnr_difference": d, "psnr_difference_se": 0.0,
                                                "ssim_difference": 0.0, "ssim_difference_se": 0.0}}  # fmt: skip
-        return {"sr4": {"naive": {"psnr": [9.0, 9.0]}, "no PAG": setting, "PAG (table)": pag}}
+        return {"sr4": {"naive": {"psnr": [9.0, 9.0]}, "no PAG": setting, "PAG (table)": pag, "label": {}}}
 
     merged = tiny_report.merge_reports([_shard("a", rows("ddnm", 0.5)), _shard("b", rows("pigdm", -0.25))])
     assert list(merged["results"]["sr4"]) == [
-        "naive", "ddnm no PAG", "ddnm PAG (table)", "pigdm no PAG", "pigdm PAG (table)"
+        "naive", "ddnm no PAG", "ddnm PAG (table)", "pigdm no PAG", "pigdm PAG (table)", "label"
     ]  # fmt: skip
     lines = tiny_report.pixel_difference_table({"sr4": {"rows": merged["results"]["sr4"]}}).splitlines()
     assert lines[2:] == [
@@ -214,4 +214,4 @@ def test_merge_names_the_solver_of_single_solver_runs():
     same = tiny_report.merge_reports(
         [_shard("a", rows("ddnm", 0.5)), _shard("b", {"box_inpaint": rows("ddnm", 1.0)["sr4"]})]
     )
-    assert list(same["results"]["box_inpaint"]) == ["naive", "no PAG", "PAG (table)"]
+    assert list(same["results"]["box_inpaint"]) == ["naive", "no PAG", "PAG (table)", "label"]
