@@ -35,7 +35,8 @@ def test_restore_script_runs_with_and_without_pag(tmp_path, script, solver):
     csv, plain = restore(script, tmp_path, solver, "plain")
     assert f"_tiny_adm_{solver}_3steps_pag0_" in str(csv)
     csv, guided = restore(script, tmp_path, solver, "pag", "pag.enabled=true")
-    assert f"_tiny_adm_{solver}_3steps_pag2" in str(csv)  # the shapes row's box_inpaint scale
+    scale = {"ddnm": "0.25", "pigdm": "1"}[solver]  # the shapes rows' box_inpaint scales (conf/steps/paper.yaml)
+    assert f"_tiny_adm_{solver}_3steps_pag{scale}_" in str(csv)
     assert [r["psnr"] for r in plain] != [r["psnr"] for r in guided]  # PAG changed the restorations
     _, zero = restore(script, tmp_path, solver, "zero", "pag.scale=0")
     assert [r["psnr"] for r in zero] == [r["psnr"] for r in plain]
