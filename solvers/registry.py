@@ -389,10 +389,9 @@ SOLVERS: Mapping[str, SolverSpec] = {
     "pigdm": SolverSpec(
         cls=PiGDM,
         space="pixel",
-        params=("weight",),
+        params=("weight", "eta"),  # eta per task: the tiny prior's SR needs DDIM's fresh noise (conf/steps/paper.yaml)
         table="pigdm",
         constraints={
-            "eta": Allowed(low=0, high=1),
             "sigma_y": Allowed(low=0),
             "solve_max_iter": Allowed(low=1),
             "solve_tol": Allowed(low=0),

@@ -17,9 +17,7 @@ included (a shared-prefix perturbed pass counts as one although it recomputes on
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 import torch
 
@@ -29,10 +27,10 @@ from imaging.io import write_json, write_text
 from solvers import solvers_for
 
 from ..build import SolverMismatch, build_prior
-from ..config import compose, option_list
-from ..errors import SetupError
+from ..config import compose
 from ..heldout import ShapesReference, held_out_batch, pixel_scores, restore_batch
 from ..report import markdown_table
+from .cli import checked_names, measurement_parser
 from .passes import PassCounter
 
 
@@ -81,27 +79,11 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prior", default="tiny_adm")
+    parser = measurement_parser(__doc__, tasks="box_inpaint,sr4", n=8)
     parser.add_argument("--solvers", default=None, help="comma-separated; default: every solver of the prior's space")
-    parser.add_argument("--tasks", default="box_inpaint,sr4")
     parser.add_argument("--pag", default="off,on", help="off, on or off,on")
-    parser.add_argument("--n", type=int, default=8, help="images per task")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--start", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--features", default="shapes", help="KID features against shapes test images (none: no KID)")
-    parser.add_argument("--reference", type=int, default=1000, help="reference test images for KID")
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--progress", action="store_true")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("override", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args(argv)
-    try:  # before the prior and the reference features load
-        tasks = option_list("task", args.tasks)
-        solvers = option_list("solver", args.solvers) if args.solvers else None
-    except SetupError as exc:
-        parser.error(str(exc))
+    tasks, solvers = checked_names(parser, args)  # before the prior and the reference features load
     if args.features != "none" and min(args.n, args.reference) < KID_MIN_IMAGES:
         parser.error(f"--n {args.n} / --reference {args.reference}: KID needs >= {KID_MIN_IMAGES} images per set")
     if args.threads:

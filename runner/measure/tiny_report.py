@@ -17,20 +17,24 @@ each set of images -- restorations of every row, unconditional samples at each P
 same metrics of as many other *data* images (the floor: what a perfect sampler gets), and the sets' sharpness /
 contrast / clipped-pixel statistics (``evaluation.statistics``) next to the data's. Every PAG row's restorations are
 also compared with its no-PAG row's on paired subsets (the same images in both, ``kid_difference_from_features``):
-the KID difference ± its own std, which says whether PAG's effect holds across the images drawn.
+the KID difference ± its own std, which says whether PAG's effect holds across the images drawn; and its PSNR / SSIM
+minus its no-PAG row's, image by image: the mean difference ± its standard error.
 
 Everything runs through the same code as ``scripts/restore.py`` (configs, step-size table, operators, per-image
 seed streams), with all images of a task in one batch (results do not depend on the batch: one generator per image).
 ``--solvers`` runs each named solver (``solver=<name>``, its own step-size table rows) instead of the config's
 one; ``--x0-from`` adds a PAG row per choice of what the data term sees. Each row also records seconds per image and
 the network's forward / backward passes per image (counted with module hooks on the prior).
+``--merge DIR,DIR`` puts the report.json of runs split by ``--solvers`` or ``--tasks`` (shards run side by side on
+the same images) into one table.md / report.json in ``--out``, running nothing; shards that differ in images, seeds,
+overrides or KID reference are refused.
 The default images are the shapes *test* split, which training never sees; ``--split train --start 500000`` gives
 training-split images beyond the first 10,000 the priors were trained on, for tuning without touching the test set.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -44,11 +48,12 @@ from imaging.io import save_image, write_json, write_text
 from solvers import PAG, sample
 
 from ..build import build_prior, prior_image_size
-from ..config import compose, option_list, resolve_settings
-from ..errors import SetupError
+from ..config import compose, resolve_settings
 from ..heldout import ShapesReference, held_out_batch, pixel_scores, restore_batch
 from ..report import markdown_table
 from ..seeds import image_streams
+from . import paired
+from .cli import checked_names, measurement_parser
 from .passes import PassCounter
 
 TASKS = ("box_inpaint", "sr4", "gaussian_deblur", "motion_deblur")
@@ -146,7 +151,9 @@ def evaluate_task(
             "settings": settings.describe(),
         }
         images[label] = x_hat
-        print(f"  {task:16s} {label:24s} PSNR {mean_std(rows[label]['psnr'])[0]:.2f}  ({seconds:.0f} s)")
+        print(f"  {task:16s} {label:24s} PSNR {mean_std(rows[label]['psnr'])[0]:.2f}  ({seconds:.0f} s)", flush=True)
+    for label, baseline in paired_baselines(list(images)).items():
+        rows[label]["pixel_vs_baseline"] = {"baseline": baseline} | pixel_difference(rows[label], rows[baseline])
     if distribution is not None:
         for label, image_set in images.items():
             rows.setdefault(label, {})["distribution"] = distribution(image_set)
@@ -166,6 +173,59 @@ def paired_baselines(labels: list[str]) -> dict[str, str]:
         elif baseline is not None and label not in ("label", "naive"):
             out[label] = baseline
     return out
+
+
+def paired_difference(values: list[float], baseline: list[float]) -> tuple[float, float]:
+    """Mean of the per-image differences values[i] - baseline[i] and its standard error (``paired.paired_difference``;
+    nan for one image): the same images restored two ways, so what differs between them is the method alone."""
+    if len(values) < 2:
+        return float(values[0]) - float(baseline[0]), float("nan")
+    mean, se, _, _ = paired.paired_difference(baseline, values)
+    return mean, se
+
+
+def pixel_difference(row: dict, baseline: dict) -> dict[str, float]:
+    """PSNR and SSIM of ``row`` minus its ``baseline`` row's, paired per image, each with its standard error."""
+    psnr, psnr_se = paired_difference(row["psnr"], baseline["psnr"])
+    ssim, ssim_se = paired_difference(row["ssim"], baseline["ssim"])
+    return {
+        "psnr_difference": psnr,
+        "psnr_difference_se": psnr_se,
+        "ssim_difference": ssim,
+        "ssim_difference_se": ssim_se,
+    }
+
+
+def pixel_difference_table(results: dict[str, dict]) -> str:
+    """PSNR / SSIM of each PAG row minus its no-PAG row's, per image, mean ± standard error: the PAG effect and
+    whether it holds across the images (each row's own std, above, mostly measures how the images differ)."""
+    first = next(iter(results.values()))["rows"]
+    labels = [label for label, r in first.items() if "pixel_vs_baseline" in r]
+    if not labels:
+        return ""
+
+    def cell(r: dict) -> str:
+        d = r["pixel_vs_baseline"]
+        psnr = f"{d['psnr_difference']:+.2f} ± {d['psnr_difference_se']:.2f}"
+        return f"{psnr} / {d['ssim_difference']:+.3f} ± {d['ssim_difference_se']:.3f}"
+
+    cells = [
+        [f"{label} − {first[label]['pixel_vs_baseline']['baseline']}"]
+        + [cell(results[task]["rows"][label]) for task in results]
+        for label in labels
+    ]
+    return markdown_table(["PSNR dB / SSIM difference ± s.e. (paired)", *results], cells)
+
+
+def task_cost_table(results: dict[str, dict]) -> str:
+    """Seconds per image and the network's forward / backward passes per image, per task."""
+    labels = [label for label, r in next(iter(results.values()))["rows"].items() if "seconds_per_image" in r]
+
+    def cell(r: dict) -> str:
+        return f"{r['seconds_per_image']:.2f} ({r['forward_passes']} / {r['backward_passes']})"
+
+    cells = [[label, *(cell(results[task]["rows"][label]) for task in results)] for label in labels]
+    return markdown_table(["s / image (forward / backward passes per image)", *results], cells)
 
 
 def kid_cell(r: dict) -> str:
@@ -315,35 +375,28 @@ def table(results: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prior", default="tiny_adm", choices=["tiny_adm", "tiny_sd"])
-    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser = measurement_parser(__doc__, tasks=",".join(TASKS), n=16, priors=["tiny_adm", "tiny_sd"])
     parser.add_argument("--scales", default="1,2,4", help="PAG scales besides 0; 'table': the table's per task")
     parser.add_argument("--intervals", default="", help="PAG intervals t_lo:t_hi,... (rows for each scale)")
-    parser.add_argument("--n", type=int, default=16, help="images per task")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--start", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=16, help="unconditional samples for the picture (0: none)")
     parser.add_argument("--unconditional", type=int, default=0, help="unconditional samples per scale for KID/FID")
     parser.add_argument("--sample-scales", default=None, help="PAG scales of the samples (default: 0 and --scales)")
     parser.add_argument("--sample-steps", type=int, default=0, help="sampling steps (0: the table's num_steps)")
     parser.add_argument("--sample-batch", type=int, default=32)
     parser.add_argument("--sample-cache", type=Path, default=None, help="keep / reuse the samples in this folder")
-    parser.add_argument("--features", default="shapes", help="KID/FID features (none: no distribution metrics)")
-    parser.add_argument("--reference", type=int, default=1000, help="reference data images for KID/FID")
     parser.add_argument("--solvers", default="", help="comma-separated solver names (default: the config's)")
     parser.add_argument("--x0-from", default="unguided", help="PAG rows for these pag.x0_from values")
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--progress", action="store_true")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("override", nargs="*", help="extra Hydra overrides, e.g. solver.zeta=2 pag.layers=[...]")
+    parser.add_argument("--merge", default="", help="output folders of runs to put in one table (nothing is run)")
     args = parser.parse_args(argv)
-    try:  # before the prior and the reference features load
-        tasks = option_list("task", args.tasks)
-        option_list("solver", args.solvers)
-    except SetupError as exc:
-        parser.error(str(exc))
+    if args.merge:
+        folders = [Path(f) for f in args.merge.split(",") if f]
+        try:
+            report = merge_reports([json.loads((f / "report.json").read_text()) for f in folders])
+        except (OSError, ValueError) as exc:
+            parser.error(f"--merge: {exc}")
+        write_report(report | {"merged_from": [str(f) for f in folders]}, restoration_sections(report), args.out)
+        return
+    tasks, _ = checked_names(parser, args)  # before the prior and the reference features load
     if args.threads:
         torch.set_num_threads(args.threads)
     scales = parse_scales(args.scales)
@@ -373,18 +426,11 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python scripts/tiny_prior_report.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "results": {t: r["rows"] for t, r in results.items()},
     }
-    sections = []
-    if results:
-        sections += [table(results), cost_table(results)]
     if distribution is not None:
         report["features"] = distribution.extractor.name
         report["reference"] = {"split": "test", "start": distribution.start, "n": args.reference}
         report["data_statistics"] = distribution.data_stats
-        if results:
-            sections.append(restoration_kid_table(results))
-            if difference := restoration_kid_difference_table(results):
-                sections.append(difference)
-            sections.append(restoration_stats_table(results, distribution.data_stats))
+    sections = restoration_sections(report)
     if args.samples or args.unconditional:
         rows, pictures, info = unconditional(args, prior, distribution)
         # one row per PAG scale (0 first), same seeds in every row
@@ -393,9 +439,104 @@ def main(argv: list[str] | None = None) -> None:
         report["samples"] = info | {"distribution": rows}
         if rows:
             sections.append(distribution_table(rows, args.unconditional))
-    if distribution is not None:
-        sections.append(f"KID/FID features: {distribution.extractor.name}; reference: {args.reference} test images.")
-    write_json(args.out / "report.json", report)
+    write_report(report, sections, args.out)
+
+
+def restoration_sections(report: dict) -> list[str]:
+    """The restoration tables of a report (``report["results"]``: task -> row label -> row): PSNR / SSIM, their
+    paired differences, costs; with distribution metrics (``report["data_statistics"]``) KID, its paired
+    differences and the image statistics."""
+    results = {task: {"rows": rows} for task, rows in report["results"].items()}
+    if not results:
+        return []
+    sections = [table(results)]
+    if difference := pixel_difference_table(results):
+        sections.append(difference)
+    sections += [cost_table(results), task_cost_table(results)]
+    if "data_statistics" in report:
+        sections.append(restoration_kid_table(results))
+        if difference := restoration_kid_difference_table(results):
+            sections.append(difference)
+        sections.append(restoration_stats_table(results, report["data_statistics"]))
+    return sections
+
+
+def write_report(report: dict, sections: list[str], out: Path) -> None:
+    """report.json and table.md (the sections and the KID reference) in ``out``; the tables also to stdout."""
+    if "features" in report:
+        sections = [
+            *sections,
+            f"KID/FID features: {report['features']}; reference: {report['reference']['n']} test images.",
+        ]
+    write_json(out / "report.json", report)
     markdown = "\n\n".join(sections)
-    write_text(args.out / "table.md", markdown + "\n")
+    write_text(out / "table.md", markdown + "\n")
     print(markdown)
+
+
+#: rows every run of a measurement has, the same in each: the measurement at face value, the ground truth (its KID)
+SHARED_ROWS = ("naive", "label")
+
+
+def run_solver(report: dict) -> str | None:
+    """The solver a report's rows ran (the first word of each row's ``settings``) if it is one, else None."""
+    names = {
+        row["settings"].split()[0] for rows in report["results"].values() for row in rows.values() if "settings" in row
+    }
+    return names.pop() if len(names) == 1 else None
+
+
+def with_solver(results: dict[str, dict], solver: str | None) -> dict[str, dict]:
+    """``results`` with each solver row's label (and its baseline's) prefixed by ``solver``, as a run of several
+    solvers labels them; labels that have it already, and the shared rows, stay."""
+    if solver is None:
+        return results
+
+    def name(label: str) -> str:
+        return label if label in SHARED_ROWS or label.startswith(f"{solver} ") else f"{solver} {label}"
+
+    out = {}
+    for task, rows in results.items():
+        out[task] = {}
+        for label, row in rows.items():
+            row = dict(row)
+            for key in ("pixel_vs_baseline", "kid_vs_baseline"):
+                if key in row:
+                    row[key] = row[key] | {"baseline": name(row[key]["baseline"])}
+            out[task][name(label)] = row
+    return out
+
+
+#: what every merged report must share: the same images, seeds and KID reference, or the rows are not comparable
+MERGE_KEYS = ("prior", "split", "start", "n", "seed", "overrides", "features", "reference")
+
+
+def merge_reports(reports: list[dict]) -> dict:
+    """One report from several runs of the same measurement split by ``--solvers`` or ``--tasks`` (shards run side
+    by side): each task's rows in the order the reports come, the shared rows (``SHARED_ROWS``) once, the ground truth
+    last as in one run. Runs that differ in their images, seeds, overrides or KID reference are refused
+    (``ValueError``): their rows are not paired."""
+    first = reports[0]
+    for other in reports[1:]:
+        differing = [key for key in MERGE_KEYS if other.get(key) != first.get(key)]
+        if differing:
+            raise ValueError(f"cannot merge runs that differ in {', '.join(differing)}")
+    solvers = [run_solver(report) for report in reports]
+    if len(set(solvers)) > 1:  # runs of one solver each label their rows without it: name it, as --solvers a,b would
+        reports = [report | {"results": with_solver(report["results"], s)} for report, s in zip(reports, solvers)]
+    results: dict[str, dict] = {}
+    for report in reports:
+        for task, rows in report["results"].items():
+            merged = results.setdefault(task, {})
+            for label, row in rows.items():
+                if label in merged and label not in SHARED_ROWS:
+                    raise ValueError(f"row {label!r} of {task} is in more than one run")
+                merged.setdefault(label, row)
+    for rows in results.values():
+        if "label" in rows:
+            rows["label"] = rows.pop("label")
+    labels = [list(rows) for rows in results.values()]
+    if any(set(ls) != set(labels[0]) for ls in labels):
+        raise ValueError("the merged runs do not give every task the same rows (a shard is missing)")
+    merged = {key: first[key] for key in (*MERGE_KEYS, "data_statistics") if key in first}
+    return merged | {"commands": [r["command"] for r in reports], "results": results}

@@ -117,5 +117,6 @@ def test_every_solver_restores_through_the_library(name):
     assert [info.i for info in seen] == [0, 1, 2]
     again = solver.restore(y, generators_from_seeds([5, 6]), x_T=x_T)
     # x_T and the per-image generators fix the result (up to float rounding: PAG's shared prefix rounds its first
-    # run differently, by ~1e-5)
-    torch.testing.assert_close(out, again, rtol=0, atol=1e-4)
+    # run differently, by ~1e-5; RED-diff's Adam divides by the root of its second moment and grew that to 1.0e-4 at
+    # its box row's PAG scale 0.25)
+    torch.testing.assert_close(out, again, rtol=0, atol=5e-4)

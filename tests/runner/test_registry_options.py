@@ -31,7 +31,7 @@ SHIPPED_OPTIONS = {
         "momentum", "grad_clip", "reference",
     },
     "ddnm": {"sigma_y", "travel_length", "travel_repeat", "pinv_max_iter", "pinv_tol"},
-    "pigdm": {"eta", "sigma_y", "solve_max_iter", "solve_tol"},
+    "pigdm": {"sigma_y", "solve_max_iter", "solve_tol"},
     "latent_daps": {
         "tau", "ode_steps", "sigma_max", "sigma_min", "ode_sigma_min", "rho", "mc_algo", "grad_clip", "prompt",
         "cfg_scale", "reference",

@@ -11,7 +11,8 @@ def test_restore_script_runs_with_and_without_pag(restore_box_inpaint, solver):
     plain = restore_box_inpaint("plain", solver)
     assert f"_tiny_adm_{solver}_3steps_pag0_" in str(plain.csv)
     guided = restore_box_inpaint("pag", solver, "pag.enabled=true")
-    assert f"_tiny_adm_{solver}_3steps_pag2" in str(guided.csv)  # the shapes row's box_inpaint scale
+    scale = {"ddnm": "0.25", "pigdm": "1"}[solver]  # the shapes rows' box_inpaint scales (conf/steps/paper.yaml)
+    assert f"_tiny_adm_{solver}_3steps_pag{scale}_" in str(guided.csv)
     assert plain.psnr != guided.psnr  # PAG changed the restorations
     zero = restore_box_inpaint("zero", solver, "pag.scale=0")
     assert zero.psnr == plain.psnr
