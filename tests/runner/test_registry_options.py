@@ -30,7 +30,7 @@ SHIPPED_OPTIONS = {
         "tau", "ode_steps", "mcmc_steps", "lr_min_ratio", "sigma_max", "sigma_min", "ode_sigma_min", "rho", "mc_algo",
         "momentum", "grad_clip", "reference",
     },
-    "ddnm": {"sigma_y", "travel_length", "travel_repeat", "pinv_max_iter", "pinv_tol"},
+    "ddnm": {"sigma_y", "travel_length", "travel_repeat", "pinv_rcond", "pinv_max_iter", "pinv_tol"},
     "pigdm": {"eta", "sigma_y", "solve_max_iter", "solve_tol"},
     "latent_daps": {
         "tau", "ode_steps", "sigma_max", "sigma_min", "ode_sigma_min", "rho", "mc_algo", "grad_clip", "prompt",
