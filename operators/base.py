@@ -140,11 +140,16 @@ class Operator(nn.Module):
         self._require_linear("prox_l2")
         return prox_cg(self, y, x0, rho, max_iter=max_iter, tol=tol)
 
-    def pinv(self, y: torch.Tensor, *, max_iter: int = CG_MAX_ITER, tol: float = CG_TOL) -> torch.Tensor:
+    def pinv(
+        self, y: torch.Tensor, *, max_iter: int = CG_MAX_ITER, tol: float = CG_TOL, rcond: float | None = None
+    ) -> torch.Tensor:
         """A^+ y (Moore-Penrose): the minimum-norm least-squares solution of A x = y.
 
+        ``rcond``: the truncated pseudo-inverse instead, singular values below ``rcond`` times the largest treated
+        as 0 (``torch.linalg.pinv(A, rtol=rcond)``), where an operator knows its spectrum; None: A^+ itself.
         Default: conjugate gradients on the normal equations A^T A x = A^T y started from 0 (its iterates stay in
         range(A^T), so it converges to the minimum-norm solution), per image, bounded by ``max_iter`` / ``tol``.
+        CG does not know the spectrum and ignores ``rcond``: its early stop (``max_iter``) is what regularises it.
         """
         self._require_linear("pinv")
         return pinv_cg(self, y, max_iter=max_iter, tol=tol)

@@ -380,12 +380,25 @@ class Blur(Operator):
         return prox_cg(self, y, x0, rho_t, precondition=precondition, max_iter=max_iter, tol=tol, x_init=x_init)
 
     def pinv(
-        self, y: torch.Tensor, *, max_iter: int = CG_MAX_ITER, tol: float = CG_TOL, rcond: float = PINV_RCOND
+        self, y: torch.Tensor, *, max_iter: int = CG_MAX_ITER, tol: float = CG_TOL, rcond: float | None = None
     ) -> torch.Tensor:
         """A^+ y by CG on the normal equations, started from and preconditioned by the circular transfer function
-        (``max_iter=0``: the circular truncated pseudo-inverse alone); see the class docstring."""
-        if not rcond > 0:
-            raise ValueError(f"rcond must be > 0, got {rcond}")
+        at ``PINV_RCOND`` (``max_iter=0``: the circular truncated pseudo-inverse alone); see the class docstring.
+
+        ``rcond`` given: the regularised pseudo-inverse (A^T A + delta I)^{-1} A^T y with delta = (rcond s_max)^2,
+        s_max = max |T| the largest singular value (``prox_l2`` from 0): singular values s >> rcond s_max are inverted,
+        those below are damped as s / delta instead of amplified as 1 / s, the smooth counterpart of a truncation at
+        rcond. A hard truncation needs the SVD of the reflect-padded A, which no FFT gives; the circular blur's
+        (``circular_blur_pinv``) does not match A at the borders, there I - B^+ A expands by up to 1 / rcond, and
+        DDNM, which applies it at every step, diverged with it (tiny ADM, 61-pixel kernels); I - A^+_delta A =
+        delta (A^T A + delta I)^{-1} never expands."""
+        if rcond is not None:
+            if not rcond > 0:
+                raise ValueError(f"rcond must be > 0, got {rcond}")
+            gain = circular_transfer(self.kernel.to(device=y.device, dtype=y.dtype), *y.shape[-2:]).abs()
+            delta = (rcond * gain.amax(dim=(-2, -1))) ** 2
+            return self.prox_l2(y, torch.zeros_like(y), delta.reshape(-1), max_iter=max_iter, tol=tol)
+        rcond = PINV_RCOND
         x_init = circular_blur_pinv(self.kernel, y, rcond)
         if max_iter == 0:
             return x_init

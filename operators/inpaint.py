@@ -86,8 +86,11 @@ class Inpainting(Operator):
         rho = per_image(rho, x0)
         return (self.adjoint(y) + rho * x0) / (mask + rho)
 
-    def pinv(self, y: torch.Tensor, *, max_iter: int = CG_MAX_ITER, tol: float = CG_TOL) -> torch.Tensor:
-        """Closed form: A^+ = diag(m)^+ = diag(m) (m binary), so A^+ y = m * y; ``max_iter`` / ``tol`` are unused."""
+    def pinv(
+        self, y: torch.Tensor, *, max_iter: int = CG_MAX_ITER, tol: float = CG_TOL, rcond: float | None = None
+    ) -> torch.Tensor:
+        """Closed form: A^+ = diag(m)^+ = diag(m) (m binary), so A^+ y = m * y; ``max_iter`` / ``tol`` are unused,
+        and so is ``rcond`` (the singular values are 0 or 1: any rcond < 1 truncates exactly the zeros)."""
         return self.adjoint(y)
 
     def solve_gram(

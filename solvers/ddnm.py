@@ -27,6 +27,9 @@ Deliberate differences from the official code:
   sqrt(1 - abar_t') (c1, c2); we use sigma_t = sqrt(1 - abar_t') once, as ``ddnm_diffusion`` and the paper do.
 - DDNM+'s scalar lambda_t, gamma_t assume A^+ has unit singular values (exact for inpainting); the official SVD
   path applies them per singular value, which needs an SVD of A that our operators do not offer.
+- A^+ suppresses the singular values below ``pinv_rcond`` (3e-2) times the largest: the official ``Deblurring``
+  zeroes each axis's 1D singular values below 3e-2 (its kernels sum to 1, so the largest is ~1); our blur
+  (reflect-padded, no SVD) filters them as (A^T A + (3e-2 s_max)^2 I)^{-1} A^T instead (``Blur.pinv``).
 - A time-travel of length L re-noises once (the official draws L times and keeps the last, which is the same
   distribution): a run uses one more draw per jump, not L.
 - sigma_y is on the [-1, 1] scale of our operators (the official ``args.sigma_y`` is on [0, 1] and doubled).
@@ -92,6 +95,12 @@ class DDNM(ChainSolver):
         pag: Perturbed-Attention Guidance, or None.
         sigma_y: measurement noise std on [-1, 1] for DDNM+'s scaling; None: the operator's Gaussian sigma; 0: DDNM.
         travel_length, travel_repeat: time-travel (l, r of the paper, section 3.3); r = 1: none (the default).
+        pinv_rcond: A^+ suppresses the singular values below ``pinv_rcond`` times the largest
+            (``Operator.pinv(rcond=)``: truncated where the operator has the SVD, Tikhonov-filtered for the blur);
+            None: the exact A^+. Default
+            3e-2: the official code's SVD operators (DDRM's ``functions/svd_operators.py``, class ``Deblurring``:
+            ``ZERO = 3e-2``) zero the blur's singular values below it; a blur's exact A^+ amplifies the measurement
+            noise on the near-zero ones without bound. Inpainting's and SR's singular values are all far above it.
         pinv_max_iter, pinv_tol: bounds of A^+ where the operator computes it iteratively (closed forms ignore them).
         cond: class labels for class-conditional ADMs.
         progress: show a tqdm bar over the steps.
@@ -108,6 +117,7 @@ class DDNM(ChainSolver):
     sigma_y: float | None = None
     travel_length: int = 1
     travel_repeat: int = 1
+    pinv_rcond: float | None = 3e-2
     pinv_max_iter: int = 200
     pinv_tol: float = 1e-10
     cond: object | None = field(default=None, repr=False)
@@ -120,6 +130,8 @@ class DDNM(ChainSolver):
             raise ValueError("DDNM needs a linear measurement operator with a pseudo-inverse (operator.pinv)")
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {self.eta}")
+        if self.pinv_rcond is not None and not 0.0 < self.pinv_rcond < 1.0:
+            raise ValueError(f"pinv_rcond must be in (0, 1) or None, got {self.pinv_rcond}")
         if self.travel_length < 1 or self.travel_repeat < 1:
             raise ValueError("travel_length and travel_repeat must be >= 1")
         self.eta = float(self.eta)
@@ -146,7 +158,7 @@ class DDNM(ChainSolver):
         self.denoiser = VPDenoiser(self.schedule)
 
     def pinv(self, y: Tensor) -> Tensor:
-        return self.operator.pinv(y, max_iter=self.pinv_max_iter, tol=self.pinv_tol)
+        return self.operator.pinv(y, max_iter=self.pinv_max_iter, tol=self.pinv_tol, rcond=self.pinv_rcond)
 
     def step(self, ctx: StepContext, i: int, x_t: Tensor) -> tuple[Tensor, Tensor]:
         """One DDNM(+) step (and its time-travel jump, if one follows): returns (x_next, x0_hat).

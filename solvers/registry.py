@@ -374,7 +374,7 @@ SOLVERS: Mapping[str, SolverSpec] = {
     "ddnm": SolverSpec(
         cls=DDNM,
         space="pixel",
-        params=("eta",),
+        params=("eta", "pinv_rcond"),  # pinv_rcond per task: noisy deblurring on the tiny prior needs more (paper.yaml)
         table="ddnm",
         constraints={
             "sigma_y": Allowed(low=0),

@@ -228,3 +228,23 @@ def test_blur_pinv_fft_start_is_approximate_and_iterations_make_it_exact():
     fft_only = op.pinv(y, max_iter=0)
     assert (fft_only - expected).abs().max() > 1e-3  # the reflect-padded borders differ from the circular blur
     torch.testing.assert_close(op.pinv(y, **EXACT), expected, rtol=0, atol=1e-8 * expected.abs().max())
+
+
+@pytest.mark.parametrize("rcond", [3e-2, 0.3])
+def test_blur_pinv_with_rcond_is_the_tikhonov_filtered_pseudo_inverse(rcond):
+    """``Blur.pinv(rcond=)`` (DDNM's A^+) is V diag(s / (s^2 + delta)) U^T y from the SVD of the dense
+    reflect-padded blur, delta = (rcond s_max)^2, s_max = the kernel's sum (its transfer function at 0, a
+    non-negative kernel); it suppresses the small singular values the exact A^+ amplifies."""
+    op = build("gaussian_blur")
+    A = dense_matrix(op)
+    U, s, Vh = torch.linalg.svd(A, full_matrices=False)
+    delta = (rcond * op.kernel.double().sum()) ** 2
+    x, _ = random_images(12)
+    y = op(x) + 0.05 * torch.randn(op(x).shape, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    expected = (y.flatten(1) @ (Vh.T @ torch.diag(s / (s**2 + delta)) @ U.T).T).view_as(x)
+    got = op.pinv(y, rcond=rcond, **EXACT)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-9 * expected.abs().max())
+    assert s.min() < rcond * s.max()  # something is damped: the filter differs from the exact A^+
+    assert op.pinv(y, **EXACT).norm() > 1.5 * got.norm()
+    with pytest.raises(ValueError, match="rcond"):
+        op.pinv(y, rcond=0.0)

@@ -9,7 +9,7 @@ import torch
 
 from operators import make_operator
 from operators.random import generators_from_seeds, randn
-from priors import perturbed_self_attention
+from priors import GaussianPrior, linear_operator_matrix, perturbed_self_attention
 from solvers import DDNM, PAG
 from solvers.ddnm import travel_schedule
 
@@ -174,3 +174,31 @@ def test_refuses_what_it_cannot_run(prior, box):
         DDNM(prior, box(), eta=1.5, progress=False)
     with pytest.raises(ValueError, match="travel"):
         DDNM(prior, box(), travel_length=0, progress=False)
+
+
+def test_noisy_gaussian_deblurring_on_a_gaussian_prior():
+    """Noisy Gaussian blur (std 3, sigma_y 0.05) on a smooth Gaussian prior (analytic posterior mean): with the
+    default pinv_rcond (the official 3e-2) the samples are finite, fit y to a few sigma_y and their mean is closer to
+    the posterior mean than with the exact A^+ (pinv_rcond=None), which amplifies the noise on the blur's near-zero
+    singular values. Measured here: RMS residual 0.17 vs 0.35, mean error (RMS per pixel) 0.57 vs 0.93 (the prior's
+    std is 0.5: the scalar DDNM+ lambda_t is still far from the posterior on so ill-posed a blur)."""
+    shape, sigma, n = (1, 8, 8), 0.05, 16
+    d = 64
+    coords = torch.cartesian_prod(torch.arange(8.0), torch.arange(8.0))
+    covariance = (0.25 * torch.exp(-torch.cdist(coords, coords) / 3.0) + 1e-3 * torch.eye(d)).double()
+    gauss = GaussianPrior(torch.zeros(d, dtype=torch.float64), covariance, shape)
+    op = make_operator("gaussian_blur", kernel_size=5, sigma=3.0, noise={"name": "gaussian", "sigma": sigma}).double()
+    g = torch.Generator().manual_seed(0)
+    x0 = (torch.linalg.cholesky(covariance) @ torch.randn(d, generator=g, dtype=torch.float64)).view(1, *shape)
+    y = op.measure(x0, torch.Generator().manual_seed(1))
+    A = linear_operator_matrix(op, shape)
+    mean, _ = gauss.posterior(A, y, sigma)
+    errors, residuals = {}, {}
+    for rcond in (3e-2, None):
+        solver = DDNM(gauss, op, num_steps=50, pinv_rcond=rcond, progress=False)
+        xs = solver.restore(y.expand(n, -1, -1, -1), generators_from_seeds(range(n)))
+        assert torch.isfinite(xs).all()
+        errors[rcond] = (xs.flatten(1).mean(0) - mean[0]).norm().item() / math.sqrt(d)
+        residuals[rcond] = (op(xs) - y).pow(2).mean().sqrt().item()
+    assert residuals[3e-2] < 4 * sigma and residuals[None] > 1.5 * residuals[3e-2], residuals
+    assert errors[None] > 1.4 * errors[3e-2], errors

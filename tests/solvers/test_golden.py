@@ -53,7 +53,8 @@ CASES: dict[str, Case] = {
     "dps": Case("dps", "tiny_adm", {"zeta": 1.0}, 4),
     "diffpir": Case("diffpir", "tiny_adm", {"lam": 7.0, "zeta": 0.5}, 4),
     "daps": Case("daps", "tiny_adm", {"lr": 1e-4}, 3, {"ode_steps": 3, "mcmc_steps": 3}),
-    "ddnm": Case("ddnm", "tiny_adm", {"eta": 0.85}, 4, {"travel_repeat": 2}),
+    # pinv_rcond None: the exact A^+ the stored outputs were made with (the default 3e-2 filters the blur's)
+    "ddnm": Case("ddnm", "tiny_adm", {"eta": 0.85}, 4, {"travel_repeat": 2, "pinv_rcond": None}),
     "pigdm": Case("pigdm", "tiny_adm", {"weight": 1.0}, 4, {"eta": 0.5}),
     "psld": Case("psld", "tiny_sd", {"omega": 1.0, "gamma": 0.1}, 4),
     "latent_daps": Case(
