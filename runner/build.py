@@ -110,7 +110,8 @@ def build_operator(
     try:
         return make_operator(name, **params)
     except (TypeError, ValueError) as exc:
-        raise SetupError(f"task={task_cfg.name} at {size} px: {exc} (operator settings: {params})") from exc
+        settings = {k: v for k, v in params.items() if k != "generator"}  # the per-image generators say nothing
+        raise SetupError(f"task={task_cfg.name} at {size} px: {exc} (operator settings: {settings})") from exc
 
 
 def build_custom_operator(

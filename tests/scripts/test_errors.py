@@ -265,3 +265,12 @@ def test_fetch_weights_names_a_bad_option_in_one_line(tmp_path, script):
     result = script("fetch_weights.py", "task=nonexistent", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: task=nonexistent: no such task; valid: {TASKS}"
+
+
+def test_an_operator_that_refuses_the_size_names_its_settings_not_the_generators():
+    """The refusal quotes the operator's settings a user can change, not the per-image generator objects."""
+    with pytest.raises(SetupError) as info:
+        runner.build_operator(runner.compose("task=nonlinear_deblur").task, 32, None)
+    message = str(info.value)
+    assert "multiple of 128" in message and "'image_size': 32" in message
+    assert "Generator" not in message and "generator" not in message
