@@ -9,12 +9,13 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import runner
 from runner import read_metrics_csv
 
 from ..conftest import CONFIG_ENV
@@ -53,6 +54,22 @@ def load_script(script: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture
+def fetch_weights(capsys):
+    """``fetch_weights(*args)``: scripts/fetch_weights.py's ``main`` in this process, as a new command (no failed
+    downloads remembered); returns ``returncode``, ``stdout``, ``stderr``."""
+    module = load_script("fetch_weights.py")
+
+    def run(*args: str) -> SimpleNamespace:
+        runner.download.forget_failures()
+        capsys.readouterr()
+        code = module.main(list(args))
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run
 
 
 @dataclass

@@ -5,9 +5,7 @@ no traceback); a file put there is found with no setting."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import types
 from pathlib import Path
 
 import pytest
@@ -58,23 +56,6 @@ def place(published: tuple[Path, dict], home: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     os.link(published[0], target)
     return target
-
-
-@pytest.fixture
-def fetch_weights(capsys):
-    """scripts/fetch_weights.py's ``main`` in this process: returncode, stdout, stderr."""
-    spec = importlib.util.spec_from_file_location("fetch_weights_blur", REPO / "scripts" / "fetch_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-
-    def run(*args: str):
-        runner.download.forget_failures()
-        capsys.readouterr()
-        code = module.main(list(args))
-        out, err = capsys.readouterr()
-        return types.SimpleNamespace(returncode=code, stdout=out, stderr=err)
-
-    return run
 
 
 def test_listed_with_its_link_cache_path_and_no_checksum(torch_home, fetch_weights):

@@ -302,34 +302,16 @@ def test_restore_from_the_hub_end_to_end_matches_the_folder_run(hub, pictures, t
 
 
 # -- prefetching --------------------------------------------------------------------------------------------
-@pytest.fixture
-def fetch_weights(capsys):
-    """scripts/fetch_weights.py's ``main`` in this process: (returncode, stdout, stderr)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fetch_weights_script", REPO / "scripts" / "fetch_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-
-    def run(*args: str):
-        capsys.readouterr()
-        code = module.main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
 def test_fetch_weights_prefetches_the_rows_a_run_reads(hub, fetch_weights, monkeypatch):
     overrides = ["data=hub", f"data.repo={SET}", "data.start=2", "data.limit=4", "metrics.enabled=false"]
-    code, out, _ = fetch_weights("--list", *overrides)
-    assert code == 0 and "state:  missing" in out and f"hf://datasets/{SET} (split train, rows 2..5)" in out
+    listed = fetch_weights("--list", *overrides)
+    assert listed.returncode == 0 and "state:  missing" in listed.stdout
+    assert f"hf://datasets/{SET} (split train, rows 2..5)" in listed.stdout
     assert hub.downloads == []
-    code, out, err = fetch_weights(*overrides)
-    assert code == 0, err
+    fetched = fetch_weights(*overrides)
+    assert fetched.returncode == 0, fetched.stderr
     assert hub.downloads == [f"data/train-0000{i}-of-00003.parquet" for i in (0, 1)]
-    code, out, _ = fetch_weights("--list", *overrides)
-    assert "state:  cached" in out
+    assert "state:  cached" in fetch_weights("--list", *overrides).stdout
     set_offline(monkeypatch, True)
     data = runner.build_dataset(runner.compose(*overrides).data, 40)
     assert _names(data) == [(0, "00002"), (1, "00003"), (2, "00004"), (3, "00005")]
